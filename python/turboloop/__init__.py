@@ -1,0 +1,25 @@
+"""turboloop: a C++ event loop on libuv for asyncio, a drop-in replacement for the default loop.
+
+    import turboloop
+    turboloop.run(main())            # like asyncio.run(main())
+    turboloop.install()              # asyncio.run() and new_event_loop() now use turboloop
+
+or, with no change to a program: ``python -m turboloop program.py``.
+"""
+
+from turboloop._loop import Loop
+from turboloop._policy import EventLoopPolicy, install, new_event_loop, run
+from turboloop._turboloop import Handle, TimerHandle
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EventLoopPolicy",
+    "Handle",
+    "Loop",
+    "TimerHandle",
+    "__version__",
+    "install",
+    "new_event_loop",
+    "run",
+]

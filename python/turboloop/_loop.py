@@ -1,0 +1,252 @@
+"""turboloop.Loop: the native LoopCore joined to asyncio.BaseEventLoop.
+
+The native half runs the loop and the hot scheduling methods; asyncio's BaseEventLoop supplies the
+rest unchanged (tasks, futures, run_until_complete, exception handling, async generators, the
+default executor), so behaviour matches stock asyncio by construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import signal
+import sys
+import threading
+from asyncio import coroutines, events
+from asyncio.log import logger
+from typing import Any, Callable, NoReturn
+
+from turboloop._turboloop import LoopCore
+
+
+def _noop_signal_handler(signum: int, frame: Any) -> None:
+    """Python-level handler for signals the loop handles: the wakeup fd carries the number."""
+
+
+def _not_implemented(name: str, issue: str) -> NoReturn:
+    raise NotImplementedError(
+        f"turboloop does not implement loop.{name}() yet (it comes with the {issue} work); "
+        f"use asyncio's default loop for this program meanwhile"
+    )
+
+
+class Loop(LoopCore, asyncio.BaseEventLoop):
+    """An asyncio event loop whose core is native C++ on libuv."""
+
+    def __init__(self) -> None:
+        LoopCore.__init__(self)
+        asyncio.BaseEventLoop.__init__(self)
+        # BaseEventLoop's Python queues and counters: the native scheduler replaces them.
+        del self._ready, self._scheduled, self._timer_cancelled_count
+        self._signal_handlers: dict[int, events.Handle] = {}
+        self._saved_wakeup_fd: int | None = None
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        """Run the event loop until stop() is called."""
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self._debug)
+        old_agen_hooks = sys.get_asyncgen_hooks()
+        sys.set_asyncgen_hooks(
+            firstiter=self._asyncgen_firstiter_hook, finalizer=self._asyncgen_finalizer_hook
+        )
+        self._watch_signals()
+        try:
+            events._set_running_loop(self)
+            self._run_until_stopped()
+        finally:
+            events._set_running_loop(None)
+            self._unwatch_signals()
+            self._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*old_agen_hooks)
+
+    def close(self) -> None:
+        """Close the loop: drop pending callbacks and shut the default executor down (no wait)."""
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self._closed:
+            return
+        if self._debug:
+            logger.debug("Close %r", self)
+        for sig in list(self._signal_handlers):
+            self.remove_signal_handler(sig)
+        self._shutdown_core()
+        self._executor_shutdown_called = True
+        executor = self._default_executor
+        if executor is not None:
+            self._default_executor = None
+            executor.shutdown(wait=False)
+
+    def _run_handle_debug(self, handle: Any) -> None:
+        """Debug mode: run one handle, warning when it blocks the loop too long (as asyncio)."""
+        start = self.time()
+        self._current_handle = handle
+        try:
+            handle._run()
+        finally:
+            self._current_handle = None
+        duration = self.time() - start
+        if duration >= self.slow_callback_duration:
+            from asyncio.base_events import _format_handle
+
+            logger.warning("Executing %s took %.3f seconds", _format_handle(handle), duration)
+
+    # -- signals ---------------------------------------------------------------------------
+    # Python's own C signal handler writes each signal's number to the wakeup fd, which is the
+    # native loop's signal pipe: the poll wakes, the loop schedules the registered handlers and
+    # runs Python-level handlers (so Ctrl-C raises KeyboardInterrupt as on asyncio's loop).
+
+    def _watch_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        fd = self._signal_wakeup_fd()
+        old = signal.set_wakeup_fd(fd)
+        if old != fd:
+            self._saved_wakeup_fd = old
+
+    def _unwatch_signals(self) -> None:
+        if self._saved_wakeup_fd is None or self._signal_handlers:
+            return
+        signal.set_wakeup_fd(self._saved_wakeup_fd)
+        self._saved_wakeup_fd = None
+
+    def _process_signals(self, numbers: list[int]) -> None:
+        for number in numbers:
+            handle = self._signal_handlers.get(number)
+            if handle is not None and not handle._cancelled:
+                self.call_soon(handle._run)
+
+    def _check_signal(self, sig: int) -> None:
+        if not isinstance(sig, int):
+            raise TypeError(f"sig must be an int, not {sig!r}")
+        if sig not in signal.valid_signals():
+            raise ValueError(f"invalid signal number {sig}")
+
+    def add_signal_handler(self, sig: int, callback: Callable[..., object], *args: Any) -> None:
+        """Call callback(*args) on the loop whenever signal `sig` arrives (main thread only)."""
+        if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
+            raise TypeError("coroutines cannot be used with add_signal_handler()")
+        self._check_signal(sig)
+        self._check_closed()
+        try:
+            # Raises ValueError outside the main thread: fail before touching any state.
+            old = signal.set_wakeup_fd(self._signal_wakeup_fd())
+        except (ValueError, OSError) as exc:
+            raise RuntimeError(str(exc))
+        if self._saved_wakeup_fd is None and old != self._signal_wakeup_fd():
+            self._saved_wakeup_fd = old
+        self._signal_handlers[sig] = events.Handle(callback, args, self, None)
+        try:
+            signal.signal(sig, _noop_signal_handler)
+            signal.siginterrupt(sig, False)
+        except OSError as exc:
+            del self._signal_handlers[sig]
+            if not self._signal_handlers and not self.is_running():
+                self._restore_wakeup_fd()
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig:d} cannot be caught")
+            raise
+
+    def remove_signal_handler(self, sig: int) -> bool:
+        """Remove the handler of signal `sig`; return whether there was one."""
+        self._check_signal(sig)
+        try:
+            del self._signal_handlers[sig]
+        except KeyError:
+            return False
+        default = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+        try:
+            signal.signal(sig, default)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig:d} cannot be caught")
+            raise
+        if not self._signal_handlers and not self.is_running():
+            self._restore_wakeup_fd()
+        return True
+
+    def _restore_wakeup_fd(self) -> None:
+        try:
+            signal.set_wakeup_fd(-1 if self._saved_wakeup_fd is None else self._saved_wakeup_fd)
+        except (ValueError, OSError) as exc:
+            logger.info("set_wakeup_fd(-1) failed: %s", exc)
+        self._saved_wakeup_fd = None
+
+    # -- I/O that later work brings (each raises NotImplementedError naming the method) -------
+
+    async def create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        _not_implemented("create_connection", "TCP")
+
+    async def create_server(self, *args: Any, **kwargs: Any) -> Any:
+        _not_implemented("create_server", "TCP")
+
+    async def create_unix_connection(self, *args: Any, **kwargs: Any) -> Any:
+        _not_implemented("create_unix_connection", "TCP")
+
+    async def create_unix_server(self, *args: Any, **kwargs: Any) -> Any:
+        _not_implemented("create_unix_server", "TCP")
+
+    async def connect_accepted_socket(self, *args: Any, **kwargs: Any) -> Any:
+        _not_implemented("connect_accepted_socket", "TCP")
+
+    async def sock_recv(self, *args: Any, **kwargs: Any) -> Any:
+        _not_implemented("sock_recv", "TCP")
+
+    async def sock_recv_into(self, *args: Any, **kwargs: Any) -> Any:
+        _not_implemented("sock_recv_into", "TCP")
+
+    async def sock_recvfrom(self, *args: Any, **kwargs: Any) -> Any:
+        _not_implemented("sock_recvfrom", "TCP")
+
+    async def sock_recvfrom_into(self, *args: Any, **kwargs: Any) -> Any:
+        _not_implemented("sock_recvfrom_into", "TCP")
+
+    async def sock_sendall(self, *args: Any, **kwargs: Any) -> Any:
+        _not_implemented("sock_sendall", "TCP")
+
+    async def sock_sendto(self, *args: Any, **kwargs: Any) -> Any:
+        _not_implemented("sock_sendto", "TCP")
+
+    async def sock_connect(self, *args: Any, **kwargs: Any) -> Any:
+        _not_implemented("sock_connect", "TCP")
+
+    async def sock_accept(self, *args: Any, **kwargs: Any) -> Any:
+        _not_implemented("sock_accept", "TCP")
+
+    async def sock_sendfile(self, *args: Any, **kwargs: Any) -> Any:
+        _not_implemented("sock_sendfile", "TCP")
+
+    def add_reader(self, *args: Any, **kwargs: Any) -> None:
+        _not_implemented("add_reader", "TCP")
+
+    def remove_reader(self, *args: Any, **kwargs: Any) -> bool:
+        _not_implemented("remove_reader", "TCP")
+
+    def add_writer(self, *args: Any, **kwargs: Any) -> None:
+        _not_implemented("add_writer", "TCP")
+
+    def remove_writer(self, *args: Any, **kwargs: Any) -> bool:
+        _not_implemented("remove_writer", "TCP")
+
+    async def create_datagram_endpoint(self, *args: Any, **kwargs: Any) -> Any:
+        _not_implemented("create_datagram_endpoint", "UDP")
+
+    async def connect_read_pipe(self, *args: Any, **kwargs: Any) -> Any:
+        _not_implemented("connect_read_pipe", "pipes")
+
+    async def connect_write_pipe(self, *args: Any, **kwargs: Any) -> Any:
+        _not_implemented("connect_write_pipe", "pipes")
+
+    async def subprocess_exec(self, *args: Any, **kwargs: Any) -> Any:
+        _not_implemented("subprocess_exec", "subprocess")
+
+    async def subprocess_shell(self, *args: Any, **kwargs: Any) -> Any:
+        _not_implemented("subprocess_shell", "subprocess")
+
+    async def sendfile(self, *args: Any, **kwargs: Any) -> Any:
+        _not_implemented("sendfile", "TLS and sendfile")
+
+    async def start_tls(self, *args: Any, **kwargs: Any) -> Any:
+        _not_implemented("start_tls", "TLS and sendfile")

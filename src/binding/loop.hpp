@@ -1,0 +1,43 @@
+// LoopCore: the native half of turboloop.Loop. It owns the scheduler (ready queue, timer heap,
+// cross-thread queue) and the libuv loop, and implements the hot methods: call_soon, call_later,
+// call_at, call_soon_threadsafe, time and the run loop. The Python class turboloop.Loop derives
+// from it and from asyncio.BaseEventLoop for everything else.
+#pragma once
+
+#include <memory>
+#include <optional>
+
+#include "binding/common.hpp"
+#include "binding/handle.hpp"
+#include "core/signal_pipe.hpp"
+#include "core/uv_loop.hpp"
+
+namespace turboloop::binding {
+
+class LoopCore {
+ public:
+  LoopCore();
+
+  void check_closed() const;
+  // Debug mode only: a loop must be driven from the thread that runs it.
+  void check_thread() const;
+
+  // Runs iterations until stop(); `self` is the Python loop object.
+  void run_until_stopped(py::handle self);
+
+  LoopScheduler scheduler;
+  bool debug = false;
+  bool closed = false;
+  // The Python thread ident of the thread running the loop, while it runs.
+  std::optional<unsigned long> thread_id;
+  double clock_resolution;
+  // Released by close(): a closed loop holds no file descriptors.
+  std::unique_ptr<core::UvLoop> uv;
+  std::unique_ptr<core::SignalPipe> signals;
+
+ private:
+  void poll(py::handle self, double timeout);
+  void run(py::handle self, HandleRef& item);
+};
+
+}  // namespace turboloop::binding

@@ -1,0 +1,52 @@
+// The libuv side of the loop (see uv_loop.hpp).
+#include "core/uv_loop.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace turboloop::core {
+namespace {
+
+void check(int status, const char* what) {
+  if (status < 0) throw std::runtime_error(std::string(what) + ": " + uv_strerror(status));
+}
+
+void on_poll_timer(uv_timer_t*) {}
+void on_wakeup(uv_async_t*) {}
+
+}  // namespace
+
+UvLoop::UvLoop() {
+  check(uv_loop_init(&loop_), "uv_loop_init");
+  check(uv_timer_init(&loop_, &poll_timer_), "uv_timer_init");
+  check(uv_async_init(&loop_, &wakeup_, on_wakeup), "uv_async_init");
+}
+
+UvLoop::~UvLoop() {
+  uv_close(reinterpret_cast<uv_handle_t*>(&poll_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&wakeup_), nullptr);
+  // Runs the close callbacks of these and of any handle another owner closed on this loop.
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  uv_loop_close(&loop_);
+}
+
+void UvLoop::poll(double timeout_seconds) {
+  if (timeout_seconds == 0.0) {
+    uv_run(&loop_, UV_RUN_NOWAIT);
+    return;
+  }
+  if (timeout_seconds > 0.0) {
+    // libuv counts milliseconds; rounding up never wakes before the deadline.
+    const auto ms = static_cast<std::uint64_t>(std::ceil(timeout_seconds * 1000.0));
+    uv_update_time(&loop_);
+    uv_timer_start(&poll_timer_, on_poll_timer, ms, 0);
+  }
+  uv_run(&loop_, UV_RUN_ONCE);
+  uv_timer_stop(&poll_timer_);
+}
+
+void UvLoop::wake() { uv_async_send(&wakeup_); }
+
+}  // namespace turboloop::core

@@ -1,0 +1,32 @@
+// The libuv side of the loop: one uv_loop_t, a timer that bounds each poll, and an async handle
+// that other threads use to wake the poll. Callbacks registered here never touch Python, so the
+// poll may run without the GIL.
+#pragma once
+
+#include <uv.h>
+
+
+namespace turboloop::core {
+
+class UvLoop {
+ public:
+  UvLoop();
+  ~UvLoop();
+  UvLoop(const UvLoop&) = delete;
+  UvLoop& operator=(const UvLoop&) = delete;
+
+  // Polls for events once: timeout 0 returns at once, a negative timeout waits until woken.
+  void poll(double timeout_seconds);
+
+  // Thread-safe: makes the current or next poll return.
+  void wake();
+
+  uv_loop_t* raw() { return &loop_; }
+
+ private:
+  uv_loop_t loop_{};
+  uv_timer_t poll_timer_{};
+  uv_async_t wakeup_{};
+};
+
+}  // namespace turboloop::core
