@@ -5,75 +5,11 @@
 #include <pythread.h>
 #include <time.h>
 
+#include "binding/schedule.hpp"
 #include "core/clock.hpp"
 
 namespace turboloop::binding {
 namespace {
-
-// asyncio checks callbacks only in debug mode; the check is cold, so it reuses asyncio's own code.
-void check_callback(py::handle callback, const char* method) {
-  support("check_callback")(callback, method);
-}
-
-py::object schedule(py::handle self, PyTypeObject* type, double when, py::handle callback, py::handle args,
-                     py::handle context) {
-  LoopCore& core = self.cast<LoopCore&>();
-  Handle* handle = new_handle(type, callback.ptr(), args.ptr(), context.ptr(), self.ptr(), &core, when);
-  if (handle == nullptr) throw py::error_already_set();
-  Py_INCREF(handle);
-  if (type == &TimerHandleType)
-    core.scheduler.call_at(when, HandleRef(handle));
-  else
-    core.scheduler.call_soon(HandleRef(handle));
-  return py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(handle));
-}
-
-py::object call_soon(py::handle self, py::handle callback, py::args args, py::handle context) {
-  LoopCore& core = self.cast<LoopCore&>();
-  core.check_closed();
-  if (core.debug) {
-    core.check_thread();
-    check_callback(callback, "call_soon");
-  }
-  return schedule(self, &HandleType, 0.0, callback, args, context);
-}
-
-double to_when(py::handle when) {
-  if (when.is_none()) raise(PyExc_TypeError, "when cannot be None");
-  const double seconds = PyFloat_AsDouble(when.ptr());
-  if (seconds == -1.0 && PyErr_Occurred()) throw py::error_already_set();
-  return seconds;
-}
-
-py::object call_at(py::handle self, py::handle when, py::handle callback, py::args args, py::handle context) {
-  const double deadline = to_when(when);
-  LoopCore& core = self.cast<LoopCore&>();
-  core.check_closed();
-  if (core.debug) {
-    core.check_thread();
-    check_callback(callback, "call_at");
-  }
-  return schedule(self, &TimerHandleType, deadline, callback, args, context);
-}
-
-py::object call_later(py::handle self, py::handle delay, py::handle callback, py::args args, py::handle context) {
-  if (delay.is_none()) raise(PyExc_TypeError, "delay must not be None");
-  // time() + delay, computed by Python so that a bad delay fails exactly as in asyncio.
-  py::object when = py::float_(core::monotonic_seconds()) + py::reinterpret_borrow<py::object>(delay);
-  return call_at(self, when, callback, args, context);
-}
-
-py::object call_soon_threadsafe(py::handle self, py::handle callback, py::args args, py::handle context) {
-  LoopCore& core = self.cast<LoopCore&>();
-  core.check_closed();
-  if (core.debug) check_callback(callback, "call_soon_threadsafe");
-  Handle* handle = new_handle(&HandleType, callback.ptr(), args.ptr(), context.ptr(), self.ptr(), &core, 0.0);
-  if (handle == nullptr) throw py::error_already_set();
-  Py_INCREF(handle);
-  // Debug mode runs Python code above, during which another thread may have closed the loop.
-  if (core.scheduler.call_soon_threadsafe(HandleRef(handle)) && core.uv) core.uv->wake();
-  return py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(handle));
-}
 
 // Everything the loop holds, for close(): handles are released and libuv's descriptors closed.
 void shutdown_core(LoopCore& core) {
@@ -159,21 +95,13 @@ void LoopCore::run(py::handle self, HandleRef& item) {
 }
 
 void register_loop(py::module_& module) {
-  py::class_<LoopCore>(module, "LoopCore", py::custom_type_setup([](PyHeapTypeObject* heap_type) {
+  auto cls = py::class_<LoopCore>(module, "LoopCore", py::custom_type_setup([](PyHeapTypeObject* heap_type) {
                          auto* type = &heap_type->ht_type;
                          type->tp_flags |= Py_TPFLAGS_HAVE_GC;
                          type->tp_traverse = traverse;
                          type->tp_clear = clear;
                        }))
       .def(py::init<>())
-      .def("call_soon", &call_soon, py::arg("callback"), py::kw_only(), py::arg("context") = py::none(),
-           "Arrange for callback(*args) to be called soon, in FIFO order.")
-      .def("call_later", &call_later, py::arg("delay"), py::arg("callback"), py::kw_only(),
-           py::arg("context") = py::none(), "Arrange for callback(*args) to be called after delay seconds.")
-      .def("call_at", &call_at, py::arg("when"), py::arg("callback"), py::kw_only(),
-           py::arg("context") = py::none(), "Arrange for callback(*args) to be called at loop time `when`.")
-      .def("call_soon_threadsafe", &call_soon_threadsafe, py::arg("callback"), py::kw_only(),
-           py::arg("context") = py::none(), "Like call_soon(), but safe to call from any thread.")
       .def("time", [](py::handle) { return core::monotonic_seconds(); },
            "Return the loop's time: the monotonic clock, as time.monotonic().")
       .def("_run_until_stopped", [](py::handle self) { self.cast<LoopCore&>().run_until_stopped(self); })
@@ -194,6 +122,7 @@ void register_loop(py::module_& module) {
       .def_property(
           "_thread_id", [](const LoopCore& core) { return core.thread_id; },
           [](LoopCore& core, std::optional<unsigned long> id) { core.thread_id = id; });
+  add_scheduling_methods(cls);
 }
 
 }  // namespace turboloop::binding

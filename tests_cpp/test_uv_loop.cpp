@@ -1,0 +1,54 @@
+// UvLoop and SignalPipe against a real libuv loop: poll timeouts, cross-thread wake-ups, the
+// signal self-pipe.
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "core/clock.hpp"
+#include "core/signal_pipe.hpp"
+#include "core/uv_loop.hpp"
+
+using turboloop::core::monotonic_seconds;
+using turboloop::core::SignalPipe;
+using turboloop::core::UvLoop;
+
+TEST_CASE("the clock is monotonic") {
+  const double first = monotonic_seconds();
+  const double second = monotonic_seconds();
+  REQUIRE(second >= first);
+}
+
+TEST_CASE("a zero-timeout poll returns at once and a timed poll waits at least its timeout") {
+  UvLoop loop;
+  const double start = monotonic_seconds();
+  loop.poll(0.0);
+  loop.poll(0.05);
+  const double elapsed = monotonic_seconds() - start;
+  REQUIRE(elapsed >= 0.05);
+}
+
+TEST_CASE("wake() from another thread ends a poll that would block forever") {
+  UvLoop loop;
+  std::thread waker([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    loop.wake();
+  });
+  loop.poll(-1.0);  // returns only because of the wake-up
+  waker.join();
+  SUCCEED("the blocking poll returned");
+}
+
+TEST_CASE("signal numbers written to the pipe wake the poll and are taken in order") {
+  UvLoop loop;
+  SignalPipe pipe(loop.raw());
+  REQUIRE_FALSE(pipe.pending());
+  const unsigned char numbers[] = {10, 2, 15};
+  REQUIRE(write(pipe.write_fd(), numbers, sizeof numbers) == 3);
+  loop.poll(-1.0);
+  REQUIRE(pipe.pending());
+  REQUIRE(pipe.take() == std::vector<int>{10, 2, 15});
+  REQUIRE_FALSE(pipe.pending());
+}
