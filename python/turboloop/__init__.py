@@ -13,6 +13,11 @@ from turboloop._turboloop import Handle, TimerHandle
 
 __version__ = "0.1.0"
 
+# Public names read as turboloop.X in reprs and docs, wherever they are defined.
+for _public in (Loop, EventLoopPolicy):
+    _public.__module__ = __name__
+del _public
+
 __all__ = [
     "EventLoopPolicy",
     "Handle",

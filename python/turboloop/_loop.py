@@ -30,7 +30,7 @@ def _not_implemented(name: str, issue: str) -> NoReturn:
     )
 
 
-class Loop(LoopCore, asyncio.BaseEventLoop):
+class Loop(LoopCore, asyncio.BaseEventLoop):  # type: ignore[misc]
     """An asyncio event loop whose core is native C++ on libuv."""
 
     def __init__(self) -> None:
