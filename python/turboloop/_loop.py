@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 from asyncio import coroutines, events
+from asyncio.base_events import _format_handle
 from asyncio.log import logger
 from typing import Any, Callable, NoReturn
 
@@ -89,8 +90,6 @@ class Loop(LoopCore, asyncio.BaseEventLoop):  # type: ignore[misc]
             self._current_handle = None
         duration = self.time() - start
         if duration >= self.slow_callback_duration:
-            from asyncio.base_events import _format_handle
-
             logger.warning("Executing %s took %.3f seconds", _format_handle(handle), duration)
 
     # -- signals ---------------------------------------------------------------------------
