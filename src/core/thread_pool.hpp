@@ -1,0 +1,65 @@
+// A pool of native worker threads fed by one FIFO work queue: fixed (threads start on demand
+// and live until shutdown, as concurrent.futures.ThreadPoolExecutor's) or elastic (a worker idle
+// for longer than idle_timeout exits, but never below min_workers). Python-free: jobs are
+// opaque, and per-thread start/exit hooks let the binding attach each worker to Python.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <vector>
+
+namespace turboloop::core {
+
+class Job {
+ public:
+  virtual ~Job() = default;
+  virtual void run() = 0;
+};
+
+class ThreadPool {
+ public:
+  struct Options {
+    std::size_t max_workers = 1;
+    std::size_t min_workers = 0;
+    // How long an idle worker above min_workers waits for a job before it exits; negative means
+    // forever (the stdlib executor's behaviour).
+    double idle_timeout_seconds = -1.0;
+    // Called on each worker thread first and last (the binding attaches Python there).
+    std::function<void(std::size_t worker_number)> on_start;
+    std::function<void()> on_exit;
+  };
+
+  struct Stats {
+    std::size_t workers;  // threads alive
+    std::size_t idle;     // threads waiting for a job
+    std::size_t queued;   // jobs not yet started
+    std::size_t started;  // threads ever started
+  };
+
+  explicit ThreadPool(Options options);
+  // Shuts down, waiting for queued and running jobs.
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  // Queues a job and starts a worker if none is idle and the pool is below max_workers. Returns
+  // the job back (not queued) once shutdown has begun.
+  std::unique_ptr<Job> submit(std::unique_ptr<Job> job);
+
+  // Stops accepting jobs. With cancel_pending, the jobs not yet started are returned instead of
+  // run; otherwise workers finish the queue first. With wait, returns once every worker exited.
+  std::vector<std::unique_ptr<Job>> shutdown(bool wait, bool cancel_pending);
+
+  Stats stats() const;
+
+ private:
+  struct State;
+  static void work(const std::shared_ptr<State>& state, std::size_t worker_number);
+
+  // Shared with the worker threads, so that a worker outlives the pool safely when the pool is
+  // destroyed from one of its own jobs.
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace turboloop::core

@@ -1,0 +1,183 @@
+// ThreadPool: every job runs once, sizing (fixed and elastic), shutdown with and without
+// waiting or cancelling, hooks on every worker.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "core/thread_pool.hpp"
+
+using turboloop::core::Job;
+using turboloop::core::ThreadPool;
+
+namespace {
+
+class FunctionJob : public Job {
+ public:
+  explicit FunctionJob(std::function<void()> body) : body_(std::move(body)) {}
+  void run() override { body_(); }
+
+ private:
+  std::function<void()> body_;
+};
+
+std::unique_ptr<Job> job(std::function<void()> body) { return std::make_unique<FunctionJob>(std::move(body)); }
+
+ThreadPool::Options fixed(std::size_t workers) {
+  ThreadPool::Options options;
+  options.max_workers = workers;
+  return options;
+}
+
+void wait_until(const std::function<bool()>& condition) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!condition() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+}  // namespace
+
+TEST_CASE("every job submitted from 8 threads runs exactly once") {
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 25000;
+  std::vector<std::atomic<int>> runs(kThreads * kPerThread);
+  std::atomic<int> refused{0};  // Catch2 assertions are not thread-safe: count, check after
+  {
+    ThreadPool pool(fixed(4));
+    std::vector<std::thread> submitters;
+    for (int t = 0; t < kThreads; ++t) {
+      submitters.emplace_back([&, t] {
+        for (int i = 0; i < kPerThread; ++i)
+          if (pool.submit(job([&, t, i] { runs[t * kPerThread + i]++; })) != nullptr) refused++;
+      });
+    }
+    for (auto& thread : submitters) thread.join();
+    pool.shutdown(/*wait=*/true, /*cancel_pending=*/false);
+  }
+  REQUIRE(refused.load() == 0);
+  for (auto& count : runs) REQUIRE(count.load() == 1);
+}
+
+TEST_CASE("a fixed pool starts threads on demand, never more than max_workers, and keeps them") {
+  ThreadPool pool(fixed(3));
+  REQUIRE(pool.stats().workers == 0);
+  std::atomic<bool> release{false};
+  std::atomic<int> running{0};
+  for (int i = 0; i < 10; ++i) pool.submit(job([&] {
+    running++;
+    while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }));
+  wait_until([&] { return running.load() == 3; });
+  REQUIRE(pool.stats().workers == 3);
+  REQUIRE(pool.stats().queued == 7);
+  release = true;
+  wait_until([&] { return pool.stats().queued == 0 && pool.stats().idle == 3; });
+  REQUIRE(pool.stats().workers == 3);
+  REQUIRE(pool.stats().started == 3);
+}
+
+TEST_CASE("an idle worker is reused instead of starting a new thread") {
+  ThreadPool pool(fixed(8));
+  for (int i = 0; i < 20; ++i) {
+    std::atomic<bool> done{false};
+    pool.submit(job([&] { done = true; }));
+    wait_until([&] { return done.load() && pool.stats().idle == pool.stats().workers; });
+  }
+  REQUIRE(pool.stats().started == 1);
+}
+
+TEST_CASE("an elastic pool retires idle workers down to min_workers") {
+  ThreadPool::Options options = fixed(4);
+  options.min_workers = 1;
+  options.idle_timeout_seconds = 0.05;
+  std::atomic<int> exits{0};
+  options.on_exit = [&] { exits++; };
+  ThreadPool pool(options);
+  std::atomic<bool> release{false};
+  std::atomic<int> running{0};
+  for (int i = 0; i < 4; ++i) pool.submit(job([&] {
+    running++;
+    while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }));
+  wait_until([&] { return running.load() == 4; });
+  release = true;
+  wait_until([&] { return pool.stats().workers == 1; });
+  REQUIRE(pool.stats().workers == 1);
+  REQUIRE(exits.load() == 3);
+  // The pool grows again under load.
+  std::atomic<int> done{0};
+  for (int i = 0; i < 4; ++i) pool.submit(job([&] { done++; }));
+  wait_until([&] { return done.load() == 4; });
+  REQUIRE(done.load() == 4);
+}
+
+TEST_CASE("shutdown without cancelling runs the queue; with cancelling returns what did not start") {
+  std::atomic<int> ran{0};
+  std::atomic<bool> release{false};
+  ThreadPool pool(fixed(1));
+  pool.submit(job([&] {
+    while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ran++;
+  }));
+  for (int i = 0; i < 5; ++i) pool.submit(job([&] { ran++; }));
+  wait_until([&] { return pool.stats().queued == 5; });
+  release = true;
+  auto cancelled = pool.shutdown(/*wait=*/true, /*cancel_pending=*/true);
+  REQUIRE(cancelled.size() + static_cast<std::size_t>(ran.load()) == 6);
+  REQUIRE(cancelled.size() >= 4);
+  REQUIRE(pool.submit(job([] {})) != nullptr);  // refused after shutdown
+  REQUIRE(pool.stats().workers == 0);
+}
+
+TEST_CASE("shutdown(wait=false) returns at once and the workers still finish the queue") {
+  std::atomic<int> ran{0};
+  auto pool = std::make_unique<ThreadPool>(fixed(2));
+  for (int i = 0; i < 100; ++i) pool->submit(job([&] {
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+    ran++;
+  }));
+  REQUIRE(pool->shutdown(/*wait=*/false, /*cancel_pending=*/false).empty());
+  pool.reset();  // the destructor waits
+  REQUIRE(ran.load() == 100);
+}
+
+TEST_CASE("hooks run on every worker, numbered from 0") {
+  std::atomic<int> starts{0};
+  std::atomic<int> exits{0};
+  std::vector<std::size_t> numbers(4, 99);
+  ThreadPool::Options options = fixed(4);
+  options.on_start = [&](std::size_t number) {
+    numbers[number] = number;
+    starts++;
+  };
+  options.on_exit = [&] { exits++; };
+  {
+    ThreadPool pool(options);
+    std::atomic<int> running{0};
+    std::atomic<bool> release{false};
+    for (int i = 0; i < 4; ++i) pool.submit(job([&] {
+      running++;
+      while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }));
+    wait_until([&] { return running.load() == 4; });
+    release = true;
+  }
+  REQUIRE(starts.load() == 4);
+  REQUIRE(exits.load() == 4);
+  REQUIRE(numbers == std::vector<std::size_t>{0, 1, 2, 3});
+}
+
+TEST_CASE("a job may destroy its own pool") {
+  std::atomic<bool> done{false};
+  auto* pool = new ThreadPool(fixed(1));
+  pool->submit(job([&] {
+    delete pool;
+    done = true;
+  }));
+  wait_until([&] { return done.load(); });
+  REQUIRE(done.load());
+}
