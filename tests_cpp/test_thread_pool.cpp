@@ -90,12 +90,10 @@ TEST_CASE("an idle worker is reused instead of starting a new thread") {
   REQUIRE(pool.stats().started == 1);
 }
 
-TEST_CASE("an elastic pool retires idle workers down to min_workers") {
+TEST_CASE("an elastic pool retires idle workers down to min_workers, and grows again") {
   ThreadPool::Options options = fixed(4);
   options.min_workers = 1;
   options.idle_timeout_seconds = 0.05;
-  std::atomic<int> exits{0};
-  options.on_exit = [&] { exits++; };
   ThreadPool pool(options);
   std::atomic<bool> release{false};
   std::atomic<int> running{0};
@@ -107,10 +105,16 @@ TEST_CASE("an elastic pool retires idle workers down to min_workers") {
   release = true;
   wait_until([&] { return pool.stats().workers == 1; });
   REQUIRE(pool.stats().workers == 1);
-  REQUIRE(exits.load() == 3);
-  // The pool grows again under load.
   std::atomic<int> done{0};
-  for (int i = 0; i < 4; ++i) pool.submit(job([&] { done++; }));
+  release = false;
+  for (int i = 0; i < 4; ++i) pool.submit(job([&] {
+    while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    done++;
+  }));
+  wait_until([&] { return pool.stats().workers == 4; });
+  REQUIRE(pool.stats().workers == 4);
+  REQUIRE(pool.stats().started == 7);
+  release = true;
   wait_until([&] { return done.load() == 4; });
   REQUIRE(done.load() == 4);
 }
@@ -145,16 +149,18 @@ TEST_CASE("shutdown(wait=false) returns at once and the workers still finish the
   REQUIRE(ran.load() == 100);
 }
 
-TEST_CASE("hooks run on every worker, numbered from 0") {
-  std::atomic<int> starts{0};
-  std::atomic<int> exits{0};
+TEST_CASE("workers start through the launcher and run on_start first, numbered from 0") {
+  std::atomic<int> launched{0};
   std::vector<std::size_t> numbers(4, 99);
   ThreadPool::Options options = fixed(4);
+  options.launch = [&](ThreadPool::WorkerBody body) {
+    launched++;
+    std::thread(std::move(body)).detach();
+  };
   options.on_start = [&](std::size_t number) {
     numbers[number] = number;
-    starts++;
+    return true;
   };
-  options.on_exit = [&] { exits++; };
   {
     ThreadPool pool(options);
     std::atomic<int> running{0};
@@ -166,9 +172,32 @@ TEST_CASE("hooks run on every worker, numbered from 0") {
     wait_until([&] { return running.load() == 4; });
     release = true;
   }
-  REQUIRE(starts.load() == 4);
-  REQUIRE(exits.load() == 4);
+  REQUIRE(launched.load() == 4);
   REQUIRE(numbers == std::vector<std::size_t>{0, 1, 2, 3});
+}
+
+TEST_CASE("a worker whose on_start fails takes no job; take_pending empties the queue") {
+  ThreadPool::Options options = fixed(1);
+  options.on_start = [](std::size_t) { return false; };
+  ThreadPool pool(options);
+  std::atomic<int> ran{0};
+  pool.submit(job([&] { ran++; }));
+  wait_until([&] { return pool.stats().workers == 0; });
+  REQUIRE(pool.stats().queued == 1);
+  REQUIRE(pool.take_pending().size() == 1);
+  REQUIRE(pool.stats().queued == 0);
+  REQUIRE(ran.load() == 0);
+}
+
+TEST_CASE("a job may shut down its own pool with wait=true without deadlock") {
+  ThreadPool pool(fixed(2));
+  std::atomic<bool> done{false};
+  pool.submit(job([&] {
+    pool.shutdown(/*wait=*/true, /*cancel_pending=*/false);
+    done = true;
+  }));
+  wait_until([&] { return done.load(); });
+  REQUIRE(done.load());
 }
 
 TEST_CASE("a job may destroy its own pool") {

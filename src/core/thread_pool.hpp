@@ -1,7 +1,8 @@
-// A pool of native worker threads fed by one FIFO work queue: fixed (threads start on demand
-// and live until shutdown, as concurrent.futures.ThreadPoolExecutor's) or elastic (a worker idle
-// for longer than idle_timeout exits, but never below min_workers). Python-free: jobs are
-// opaque, and per-thread start/exit hooks let the binding attach each worker to Python.
+// A pool of worker threads fed by one FIFO work queue: fixed (threads start on demand and live
+// until shutdown, as concurrent.futures.ThreadPoolExecutor's) or elastic (a worker idle for
+// longer than idle_timeout exits, but never below min_workers). Python-free: jobs are opaque,
+// and the binding supplies how a thread is started and what each worker does first, which is
+// how workers become real Python threads that wait for work without the GIL.
 #pragma once
 
 #include <cstddef>
@@ -19,22 +20,26 @@ class Job {
 
 class ThreadPool {
  public:
+  using WorkerBody = std::function<void()>;
+
   struct Options {
     std::size_t max_workers = 1;
     std::size_t min_workers = 0;
     // How long an idle worker above min_workers waits for a job before it exits; negative means
     // forever (the stdlib executor's behaviour).
     double idle_timeout_seconds = -1.0;
-    // Called on each worker thread first and last (the binding attaches Python there).
-    std::function<void(std::size_t worker_number)> on_start;
-    std::function<void()> on_exit;
+    // Starts a thread that calls `body` (which returns when the worker exits). The default
+    // starts a detached std::thread.
+    std::function<void(WorkerBody body)> launch;
+    // Runs first on each worker, numbered from 0; returning false ends that worker at once.
+    std::function<bool(std::size_t worker_number)> on_start;
   };
 
   struct Stats {
-    std::size_t workers;  // threads alive
-    std::size_t idle;     // threads waiting for a job
+    std::size_t workers;  // worker loops running
+    std::size_t idle;     // workers waiting for a job
     std::size_t queued;   // jobs not yet started
-    std::size_t started;  // threads ever started
+    std::size_t started;  // workers ever started
   };
 
   explicit ThreadPool(Options options);
@@ -44,12 +49,16 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   // Queues a job and starts a worker if none is idle and the pool is below max_workers. Returns
-  // the job back (not queued) once shutdown has begun.
+  // the job back, not queued, once shutdown has begun.
   std::unique_ptr<Job> submit(std::unique_ptr<Job> job);
 
   // Stops accepting jobs. With cancel_pending, the jobs not yet started are returned instead of
-  // run; otherwise workers finish the queue first. With wait, returns once every worker exited.
+  // run; otherwise workers finish the queue first. With wait, returns once every worker but the
+  // calling one (a job may shut its own pool down) has left its loop.
   std::vector<std::unique_ptr<Job>> shutdown(bool wait, bool cancel_pending);
+
+  // Removes and returns the jobs not yet started, leaving the pool running.
+  std::vector<std::unique_ptr<Job>> take_pending();
 
   Stats stats() const;
 
@@ -57,7 +66,7 @@ class ThreadPool {
   struct State;
   static void work(const std::shared_ptr<State>& state, std::size_t worker_number);
 
-  // Shared with the worker threads, so that a worker outlives the pool safely when the pool is
+  // Shared with the workers, so that a worker outlives the pool safely when the pool is
   // destroyed from one of its own jobs.
   std::shared_ptr<State> state_;
 };
