@@ -5,7 +5,8 @@
 // Workers are counted, not joined: a worker decrements `workers` as the last thing it does under
 // the mutex and signals worker_exited, and shutdown(wait=true) waits for that count to reach
 // zero (one, when a job shuts its own pool down). Everything a worker touches lives in State,
-// which each worker co-owns, so a pool destroyed from its own job stays valid for that worker.
+// which each worker co-owns, so workers may outlive the ThreadPool object: destroying it only
+// stops the pool, and the workers finish the queue on their own.
 #include "core/thread_pool.hpp"
 
 #include <chrono>
@@ -38,7 +39,7 @@ struct ThreadPool::State {
 
 ThreadPool::ThreadPool(Options options) : state_(std::make_shared<State>(std::move(options))) {}
 
-ThreadPool::~ThreadPool() { shutdown(/*wait=*/true, /*cancel_pending=*/false); }
+ThreadPool::~ThreadPool() { shutdown(/*wait=*/false, /*cancel_pending=*/false); }
 
 std::unique_ptr<Job> ThreadPool::submit(std::unique_ptr<Job> job) {
   State& s = *state_;

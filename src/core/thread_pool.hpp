@@ -43,7 +43,7 @@ class ThreadPool {
   };
 
   explicit ThreadPool(Options options);
-  // Shuts down, waiting for queued and running jobs.
+  // Stops the pool as shutdown(wait=false) does: the workers finish the queue, then exit.
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
