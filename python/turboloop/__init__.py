@@ -3,10 +3,12 @@
     import turboloop
     turboloop.run(main())            # like asyncio.run(main())
     turboloop.install()              # asyncio.run() and new_event_loop() now use turboloop
+    turboloop.ThreadPoolExecutor()   # concurrent.futures.ThreadPoolExecutor on native workers
 
 or, with no change to a program: ``python -m turboloop program.py``.
 """
 
+from turboloop._executor import ThreadPoolExecutor
 from turboloop._loop import Loop
 from turboloop._policy import EventLoopPolicy, install, new_event_loop, run
 from turboloop._turboloop import Handle, TimerHandle
@@ -14,7 +16,7 @@ from turboloop._turboloop import Handle, TimerHandle
 __version__ = "0.1.0"
 
 # Public names read as turboloop.X in reprs and docs, wherever they are defined.
-for _public in (Loop, EventLoopPolicy):
+for _public in (Loop, EventLoopPolicy, ThreadPoolExecutor):
     _public.__module__ = __name__
 del _public
 
@@ -22,6 +24,7 @@ __all__ = [
     "EventLoopPolicy",
     "Handle",
     "Loop",
+    "ThreadPoolExecutor",
     "TimerHandle",
     "__version__",
     "install",

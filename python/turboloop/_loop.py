@@ -8,6 +8,7 @@ default executor), so behaviour matches stock asyncio by construction.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import signal
 import sys
@@ -17,11 +18,27 @@ from asyncio.base_events import _format_handle
 from asyncio.log import logger
 from typing import Any, Callable, NoReturn
 
+from turboloop._executor import ThreadPoolExecutor
 from turboloop._turboloop import LoopCore
 
 
 def _noop_signal_handler(signum: int, frame: Any) -> None:
     """Python-level handler for signals the loop handles: the wakeup fd carries the number."""
+
+
+def _complete_from_executor(future: asyncio.Future[Any], succeeded: bool, value: Any) -> None:
+    """Give a run_in_executor future its outcome, on the loop, as asyncio's wrap_future would."""
+    if future.cancelled():
+        return
+    if succeeded:
+        future.set_result(value)
+        return
+    stdlib_to_asyncio = {
+        concurrent.futures.CancelledError: asyncio.CancelledError,
+        concurrent.futures.InvalidStateError: asyncio.InvalidStateError,
+    }
+    asyncio_type = stdlib_to_asyncio.get(type(value))
+    future.set_exception(value if asyncio_type is None else asyncio_type(*value.args))
 
 
 def _not_implemented(name: str, issue: str) -> NoReturn:
@@ -91,6 +108,26 @@ class Loop(LoopCore, asyncio.BaseEventLoop):  # type: ignore[misc]
         duration = self.time() - start
         if duration >= self.slow_callback_duration:
             logger.warning("Executing %s took %.3f seconds", _format_handle(handle), duration)
+
+    # -- executor ------------------------------------------------------------------------------
+
+    def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Run func(*args) in `executor` (default: turboloop's native thread pool)."""
+        self._check_closed()
+        if self._debug:
+            self._check_callback(func, "run_in_executor")
+        if executor is None:
+            executor = self._default_executor
+            self._check_default_executor()
+            if executor is None:
+                executor = ThreadPoolExecutor(thread_name_prefix="asyncio")
+                self._default_executor = executor
+        if type(executor).submit is ThreadPoolExecutor.submit:
+            # turboloop's pool hands the outcome straight to the loop: no concurrent Future.
+            future = self.create_future()
+            executor._submit_to_loop(self, _complete_from_executor, future, func, args)
+            return future
+        return asyncio.wrap_future(executor.submit(func, *args), loop=self)
 
     # -- signals ---------------------------------------------------------------------------
     # Python's own C signal handler writes each signal's number to the wakeup fd, which is the

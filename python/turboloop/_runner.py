@@ -1,22 +1,33 @@
 """``python -m turboloop``: run a program, unchanged, on turboloop.
 
-It installs turboloop's loop policy, then runs the program as ``__main__`` the way ``python``
-itself would: ``python -m turboloop script.py [args]``, ``-m module [args]`` or ``-c code [args]``.
+It installs turboloop's loop policy and makes ``concurrent.futures.ThreadPoolExecutor`` turboloop's
+native pool, then runs the program as ``__main__`` the way ``python`` itself would:
+``python -m turboloop script.py [args]``, ``-m module [args]`` or ``-c code [args]``.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import concurrent.futures.thread
 import os
 import runpy
 import sys
 import types
 
+from turboloop._executor import ThreadPoolExecutor
 from turboloop._policy import install
 
 USAGE = """usage: python -m turboloop [-m module | -c code | script.py] [args...]
 
-Runs the program as __main__ on turboloop's event loop, exactly as `python` would run it.
+Runs the program as __main__ on turboloop's event loop (and with concurrent.futures'
+ThreadPoolExecutor on turboloop's native pool), exactly as `python` would run it.
 """
+
+
+def _use_native_thread_pool() -> None:
+    """Programs that make a concurrent.futures.ThreadPoolExecutor get turboloop's."""
+    concurrent.futures.ThreadPoolExecutor = ThreadPoolExecutor  # type: ignore[misc]
+    concurrent.futures.thread.ThreadPoolExecutor = ThreadPoolExecutor  # type: ignore[misc]
 
 
 def _run_code(code: str) -> None:
@@ -36,6 +47,7 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"Argument expected for the {option} option\n{USAGE}")
         return 2
     install()
+    _use_native_thread_pool()
     if option == "-c":
         sys.argv = ["-c", *argv[2:]]
         sys.path[0] = ""

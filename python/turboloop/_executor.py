@@ -1,0 +1,196 @@
+"""turboloop.ThreadPoolExecutor: concurrent.futures' thread pool on native workers.
+
+A drop-in for concurrent.futures.ThreadPoolExecutor (it is a subclass, so isinstance checks and
+asyncio's set_default_executor accept it): the same constructor, futures, errors, thread names and
+interpreter-exit behaviour. Workers wait for jobs in native code without the GIL. Beyond the
+stdlib, ``min_workers`` and ``idle_timeout`` make the pool elastic: idle workers above
+``min_workers`` exit after ``idle_timeout`` seconds and are started again under load.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import weakref
+from concurrent.futures import Future, _base
+from concurrent.futures import thread as _stdlib_thread
+from concurrent.futures.thread import BrokenThreadPool
+from typing import Any, Callable, TypeVar
+
+from turboloop._turboloop import PoolCore
+
+_T = TypeVar("_T")
+
+# Live executors, stopped and joined when the interpreter exits (before it joins non-daemon
+# threads), as the stdlib does for its own.
+_live_executors: weakref.WeakSet[ThreadPoolExecutor] = weakref.WeakSet()
+_interpreter_exiting = False
+_exit_lock = threading.Lock()
+# Pools inherited through fork(): their worker threads do not exist in the child and their
+# locks may be held, so they are never touched again (and never freed).
+_abandoned_after_fork: list[Any] = []
+
+
+def _stop_all_at_exit() -> None:
+    global _interpreter_exiting
+    with _exit_lock:
+        _interpreter_exiting = True
+    executors = list(_live_executors)
+    for executor in executors:
+        executor._pool.stop()
+    for executor in executors:
+        for thread in list(executor._threads):
+            thread.join()
+
+
+def _forget_pools_in_child() -> None:
+    _exit_lock._at_fork_reinit()  # type: ignore[attr-defined]
+    for executor in list(_live_executors):
+        _abandoned_after_fork.append(executor._pool)
+        executor._forked = True
+    _live_executors.clear()
+
+
+threading._register_atexit(_stop_all_at_exit)  # type: ignore[attr-defined]
+os.register_at_fork(after_in_child=_forget_pools_in_child)
+
+
+def _launcher(executor_ref: weakref.ref[ThreadPoolExecutor], prefix: str) -> Callable[[Any], None]:
+    counter = itertools.count()
+
+    def launch(body: Callable[[], None]) -> None:
+        thread = threading.Thread(name=f"{prefix}_{next(counter)}", target=body)
+        executor = executor_ref()
+        if executor is not None:
+            # Workers of an elastic pool exit when idle: keep only the live ones.
+            executor._threads = {t for t in executor._threads if t.is_alive()}
+            executor._threads.add(thread)
+        thread.start()
+
+    return launch
+
+
+def _starter(
+    executor_ref: weakref.ref[ThreadPoolExecutor], initializer: Callable[..., object] | None, initargs: tuple
+) -> Callable[[int], bool]:
+    def start(worker_number: int) -> bool:
+        if initializer is None:
+            return True
+        try:
+            initializer(*initargs)
+        except BaseException:
+            _base.LOGGER.critical("Exception in initializer:", exc_info=True)
+            executor = executor_ref()
+            if executor is not None:
+                executor._initializer_failed()
+            return False
+        return True
+
+    return start
+
+
+class ThreadPoolExecutor(_stdlib_thread.ThreadPoolExecutor):
+    """An Executor that runs calls on a pool of native worker threads.
+
+    Args:
+        max_workers: the most threads the pool runs; default ``min(32, os.cpu_count() + 4)``.
+        thread_name_prefix: names the threads ``{prefix}_{n}``.
+        initializer, initargs: ``initializer(*initargs)`` runs first on every worker; if it
+            raises, the pool is broken (BrokenThreadPool), as in the stdlib.
+        min_workers: (turboloop) idle workers never retire below this count. Default 0.
+        idle_timeout: (turboloop) seconds after which an idle worker above ``min_workers``
+            exits; None (the default) keeps workers until shutdown, as the stdlib does.
+    """
+
+    _counter = itertools.count().__next__
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        thread_name_prefix: str = "",
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple = (),
+        *,
+        min_workers: int = 0,
+        idle_timeout: float | None = None,
+    ) -> None:
+        if max_workers is None:
+            max_workers = min(32, (os.cpu_count() or 1) + 4)
+        if max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if not 0 <= min_workers <= max_workers:
+            raise ValueError("min_workers must be between 0 and max_workers")
+        if idle_timeout is not None and not idle_timeout >= 0:
+            raise ValueError("idle_timeout must be None or a number of seconds >= 0")
+
+        self._max_workers = max_workers
+        self._thread_name_prefix = thread_name_prefix or ("ThreadPoolExecutor-%d" % self._counter())
+        self._initializer = initializer
+        self._initargs = initargs
+        self._threads: set[threading.Thread] = set()
+        self._broken: str | bool = False
+        self._shutdown = False
+        self._shutdown_lock = threading.Lock()
+        self._forked = False
+        me = weakref.ref(self)
+        self._pool = PoolCore(
+            max_workers,
+            min_workers,
+            -1.0 if idle_timeout is None else float(idle_timeout),
+            _launcher(me, self._thread_name_prefix),
+            _starter(me, initializer, initargs),
+        )
+        _live_executors.add(self)
+
+    def _check_open(self) -> None:
+        if self._broken:
+            raise BrokenThreadPool(self._broken)
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        if _interpreter_exiting:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
+        with self._shutdown_lock, _exit_lock:
+            self._check_open()
+            future: Future[_T] = Future()
+            self._pool.submit(future, fn, args, kwargs)
+            return future
+
+    submit.__doc__ = _base.Executor.submit.__doc__
+
+    def _submit_to_loop(self, loop: Any, complete: Callable[..., None], future: Any, fn: Any, args: tuple) -> None:
+        """run_in_executor's path: the outcome goes to `future` through loop.call_soon_threadsafe."""
+        with self._shutdown_lock, _exit_lock:
+            self._check_open()
+            self._pool.submit_to_loop(loop, complete, future, fn, args)
+
+    def _initializer_failed(self) -> None:
+        with self._shutdown_lock:
+            self._broken = "A thread initializer failed, the thread pool is not usable anymore"
+            for future in self._pool.take_pending():
+                future.set_exception(BrokenThreadPool(self._broken))
+
+    def _adjust_thread_count(self) -> None:
+        """The native pool sizes itself; kept so stdlib code that calls it still works."""
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._shutdown_lock:
+            self._shutdown = True
+            if cancel_futures:
+                for future in self._pool.take_pending():
+                    future.cancel()
+            if not self._forked:
+                self._pool.stop()
+        if wait:
+            for thread in list(self._threads):
+                thread.join()
+
+    shutdown.__doc__ = _base.Executor.shutdown.__doc__
+
+    def stats(self) -> dict[str, int]:
+        """(turboloop) The pool's state: workers alive, idle, jobs queued, workers ever started."""
+        return self._pool.stats()

@@ -1,0 +1,202 @@
+// PoolCore: the native half of turboloop.ThreadPoolExecutor, over core::ThreadPool.
+//
+// Workers are real Python threads (the executor's launch hook starts a threading.Thread whose
+// target is the core's worker loop), so they are named, listed by threading.enumerate() and joined
+// at interpreter exit like the stdlib's. A worker waits for jobs without the GIL and takes it only
+// to run one. Two kinds of job: a concurrent.futures work item (submit), and a call whose result
+// goes straight to an asyncio future on its loop (run_in_executor), through the loop's thread-safe
+// queue, with no concurrent.futures.Future in between.
+#include <memory>
+
+#include "binding/common.hpp"
+#include "core/thread_pool.hpp"
+
+namespace turboloop::binding {
+namespace {
+
+// Python references that may be dropped on a worker thread: every destructor takes the GIL.
+struct GilObjects {
+  std::vector<py::object> objects;
+  ~GilObjects() {
+    if (objects.empty()) return;
+    py::gil_scoped_acquire gil;
+    objects.clear();
+  }
+};
+
+// Calls fn(*args, **kwargs); returns the result, or nullptr and the exception (with its
+// traceback) in *error.
+PyObject* call_catching(PyObject* fn, PyObject* args, PyObject* kwargs, PyObject** error) {
+  PyObject* result = PyObject_Call(fn, args, kwargs);
+  if (result != nullptr) return result;
+  PyObject *type, *value, *traceback;
+  PyErr_Fetch(&type, &value, &traceback);
+  PyErr_NormalizeException(&type, &value, &traceback);
+  if (traceback != nullptr) PyException_SetTraceback(value, traceback);
+  Py_XDECREF(type);
+  Py_XDECREF(traceback);
+  *error = value;
+  return nullptr;
+}
+
+// A concurrent.futures work item: the stdlib's _WorkItem.run.
+class FutureJob : public core::Job {
+ public:
+  FutureJob(py::object future, py::object fn, py::object args, py::object kwargs)
+      : held_{{std::move(future), std::move(fn), std::move(args), std::move(kwargs)}} {}
+
+  void run() override {
+    py::gil_scoped_acquire gil;
+    run_with_gil();
+    held_.objects.clear();
+  }
+
+  PyObject* future() const { return held_.objects[0].ptr(); }
+
+ private:
+  void run_with_gil() {
+    PyObject* future = held_.objects[0].ptr();
+    PyObject* started = PyObject_CallMethod(future, "set_running_or_notify_cancel", nullptr);
+    if (started == nullptr) return PyErr_WriteUnraisable(future);
+    const bool cancelled = started == Py_False;
+    Py_DECREF(started);
+    if (cancelled) return;
+    PyObject* error = nullptr;
+    PyObject* result = call_catching(held_.objects[1].ptr(), held_.objects[2].ptr(), held_.objects[3].ptr(), &error);
+    PyObject* outcome = result != nullptr ? PyObject_CallMethod(future, "set_result", "O", result)
+                                          : PyObject_CallMethod(future, "set_exception", "O", error);
+    Py_XDECREF(result);
+    Py_XDECREF(error);
+    if (outcome == nullptr) PyErr_WriteUnraisable(future);
+    Py_XDECREF(outcome);
+  }
+
+  GilObjects held_;
+};
+
+// run_in_executor's job: runs fn(*args) unless the asyncio future was cancelled first, then hands
+// the outcome to the loop with loop.call_soon_threadsafe(complete, future, succeeded, value).
+class LoopJob : public core::Job {
+ public:
+  LoopJob(py::object loop, py::object complete, py::object future, py::object fn, py::object args)
+      : held_{{std::move(loop), std::move(complete), std::move(future), std::move(fn), std::move(args)}} {}
+
+  void run() override {
+    py::gil_scoped_acquire gil;
+    run_with_gil();
+    held_.objects.clear();
+  }
+
+ private:
+  void run_with_gil() {
+    PyObject* loop = held_.objects[0].ptr();
+    PyObject* future = held_.objects[2].ptr();
+    PyObject* cancelled = PyObject_CallMethod(future, "cancelled", nullptr);
+    if (cancelled == nullptr) return PyErr_WriteUnraisable(future);
+    const bool skip = cancelled == Py_True;
+    Py_DECREF(cancelled);
+    if (skip) return;
+    PyObject* error = nullptr;
+    PyObject* result = call_catching(held_.objects[3].ptr(), held_.objects[4].ptr(), nullptr, &error);
+    PyObject* value = result != nullptr ? result : error;
+    // As asyncio's wrap_future: an outcome for a loop closed meanwhile is dropped.
+    PyObject* closed = PyObject_CallMethod(loop, "is_closed", nullptr);
+    PyObject* scheduled = nullptr;
+    if (closed == Py_False)
+      scheduled = PyObject_CallMethod(loop, "call_soon_threadsafe", "OOOO", held_.objects[1].ptr(), future,
+                                      result != nullptr ? Py_True : Py_False, value);
+    if (closed == nullptr || (closed == Py_False && scheduled == nullptr)) PyErr_WriteUnraisable(loop);
+    Py_XDECREF(closed);
+    Py_XDECREF(scheduled);
+    Py_DECREF(value);
+  }
+
+  GilObjects held_;
+};
+
+class PoolCore {
+ public:
+  // `launch(body)` starts a thread running body(); `start(worker_number)` runs first on each
+  // worker (the initializer) and returns False to end that worker.
+  PoolCore(std::size_t max_workers, std::size_t min_workers, double idle_timeout, py::object launch,
+           py::object start) {
+    auto hooks = std::make_shared<GilObjects>();
+    hooks->objects = {std::move(launch), std::move(start)};
+    core::ThreadPool::Options options;
+    options.max_workers = max_workers;
+    options.min_workers = min_workers;
+    options.idle_timeout_seconds = idle_timeout;
+    // Called by submit(), with the GIL held.
+    options.launch = [hooks](core::ThreadPool::WorkerBody body) {
+      hooks->objects[0](py::cpp_function([body = std::move(body)] {
+        py::gil_scoped_release without_gil;
+        body();
+      }));
+    };
+    // Called on the new worker, without the GIL.
+    options.on_start = [hooks](std::size_t number) {
+      py::gil_scoped_acquire gil;
+      return hooks->objects[1](number).cast<bool>();
+    };
+    pool_ = std::make_unique<core::ThreadPool>(std::move(options));
+  }
+
+  ~PoolCore() {
+    // Dropping the last Python reference may happen anywhere; the workers finish on their own.
+    py::gil_scoped_release without_gil;
+    pool_.reset();
+  }
+
+  void submit(py::object future, py::object fn, py::object args, py::object kwargs) {
+    enqueue(std::make_unique<FutureJob>(std::move(future), std::move(fn), std::move(args), std::move(kwargs)));
+  }
+
+  void submit_to_loop(py::object loop, py::object complete, py::object future, py::object fn, py::object args) {
+    enqueue(std::make_unique<LoopJob>(std::move(loop), std::move(complete), std::move(future), std::move(fn),
+                                      std::move(args)));
+  }
+
+  // The futures of the concurrent.futures jobs not yet started, which are dropped.
+  py::list take_pending() {
+    py::list futures;
+    for (auto& job : pool_->take_pending())
+      if (auto* future_job = dynamic_cast<FutureJob*>(job.get())) futures.append(py::handle(future_job->future()));
+    return futures;
+  }
+
+  void stop() { pool_->shutdown(/*wait=*/false, /*cancel_pending=*/false); }
+
+  py::dict stats() const {
+    const auto stats = pool_->stats();
+    py::dict result;
+    result["workers"] = stats.workers;
+    result["idle"] = stats.idle;
+    result["queued"] = stats.queued;
+    result["started"] = stats.started;
+    return result;
+  }
+
+ private:
+  void enqueue(std::unique_ptr<core::Job> job) {
+    if (pool_->submit(std::move(job)) != nullptr)
+      raise(PyExc_RuntimeError, "cannot schedule new futures after shutdown");
+  }
+
+  std::unique_ptr<core::ThreadPool> pool_;
+};
+
+}  // namespace
+
+void register_thread_pool_executor(py::module_& module) {
+  py::class_<PoolCore>(module, "PoolCore", "The native worker pool of turboloop.ThreadPoolExecutor.")
+      .def(py::init<std::size_t, std::size_t, double, py::object, py::object>(), py::arg("max_workers"),
+           py::arg("min_workers"), py::arg("idle_timeout"), py::arg("launch"), py::arg("start"))
+      .def("submit", &PoolCore::submit, py::arg("future"), py::arg("fn"), py::arg("args"), py::arg("kwargs"))
+      .def("submit_to_loop", &PoolCore::submit_to_loop, py::arg("loop"), py::arg("complete"), py::arg("future"),
+           py::arg("fn"), py::arg("args"))
+      .def("take_pending", &PoolCore::take_pending)
+      .def("stop", &PoolCore::stop)
+      .def("stats", &PoolCore::stats);
+}
+
+}  // namespace turboloop::binding
