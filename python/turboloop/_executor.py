@@ -25,17 +25,13 @@ _T = TypeVar("_T")
 # Live executors, stopped and joined when the interpreter exits (before it joins non-daemon
 # threads), as the stdlib does for its own.
 _live_executors: weakref.WeakSet[ThreadPoolExecutor] = weakref.WeakSet()
-_interpreter_exiting = False
-_exit_lock = threading.Lock()
 # Pools inherited through fork(): their worker threads do not exist in the child and their
 # locks may be held, so they are never touched again (and never freed).
 _abandoned_after_fork: list[Any] = []
 
 
 def _stop_all_at_exit() -> None:
-    global _interpreter_exiting
-    with _exit_lock:
-        _interpreter_exiting = True
+    PoolCore.interpreter_exiting = True
     executors = list(_live_executors)
     for executor in executors:
         executor._pool.stop()
@@ -45,7 +41,6 @@ def _stop_all_at_exit() -> None:
 
 
 def _forget_pools_in_child() -> None:
-    _exit_lock._at_fork_reinit()  # type: ignore[attr-defined]
     for executor in list(_live_executors):
         _abandoned_after_fork.append(executor._pool)
         executor._forked = True
@@ -131,8 +126,6 @@ class ThreadPoolExecutor(_stdlib_thread.ThreadPoolExecutor):
         self._initializer = initializer
         self._initargs = initargs
         self._threads: set[threading.Thread] = set()
-        self._broken: str | bool = False
-        self._shutdown = False
         self._shutdown_lock = threading.Lock()
         self._forked = False
         me = weakref.ref(self)
@@ -144,42 +137,38 @@ class ThreadPoolExecutor(_stdlib_thread.ThreadPoolExecutor):
             _starter(me, initializer, initargs),
         )
         _live_executors.add(self)
+        # The native submit, bound once: submit() is the hot path.
+        self.submit = self._pool.submit  # type: ignore[method-assign]
 
-    def _check_open(self) -> None:
-        if self._broken:
-            raise BrokenThreadPool(self._broken)
-        if self._shutdown:
-            raise RuntimeError("cannot schedule new futures after shutdown")
-        if _interpreter_exiting:
-            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+    @property
+    def _broken(self) -> str | bool:
+        return self._pool.broken or False
+
+    @property
+    def _shutdown(self) -> bool:
+        return self._pool.shut_down
 
     def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
-        with self._shutdown_lock, _exit_lock:
-            self._check_open()
-            future: Future[_T] = Future()
-            self._pool.submit(future, fn, args, kwargs)
-            return future
+        return self._pool.submit(fn, *args, **kwargs)
 
     submit.__doc__ = _base.Executor.submit.__doc__
 
     def _submit_to_loop(self, loop: Any, complete: Callable[..., None], future: Any, fn: Any, args: tuple) -> None:
         """run_in_executor's path: the outcome goes to `future` through loop.call_soon_threadsafe."""
-        with self._shutdown_lock, _exit_lock:
-            self._check_open()
-            self._pool.submit_to_loop(loop, complete, future, fn, args)
+        self._pool.submit_to_loop(loop, complete, future, fn, args)
 
     def _initializer_failed(self) -> None:
         with self._shutdown_lock:
-            self._broken = "A thread initializer failed, the thread pool is not usable anymore"
+            self._pool.broken = "A thread initializer failed, the thread pool is not usable anymore"
             for future in self._pool.take_pending():
-                future.set_exception(BrokenThreadPool(self._broken))
+                future.set_exception(BrokenThreadPool(self._pool.broken))
 
     def _adjust_thread_count(self) -> None:
         """The native pool sizes itself; kept so stdlib code that calls it still works."""
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._shutdown_lock:
-            self._shutdown = True
+            self._pool.shut_down = True
             if cancel_futures:
                 for future in self._pool.take_pending():
                     future.cancel()

@@ -7,6 +7,7 @@
 // goes straight to an asyncio future on its loop (run_in_executor), through the loop's thread-safe
 // queue, with no concurrent.futures.Future in between.
 #include <memory>
+#include <string>
 
 #include "binding/common.hpp"
 #include "core/thread_pool.hpp"
@@ -39,22 +40,36 @@ PyObject* call_catching(PyObject* fn, PyObject* args, PyObject* kwargs, PyObject
   return nullptr;
 }
 
+// A job that needs the GIL. Jobs already queued behind it run under the same GIL hold: one
+// GIL hand-off per burst of short jobs instead of one per job.
+class PythonJob : public core::Job {
+ public:
+  void run(const TakeNext& take_next) final {
+    py::gil_scoped_acquire gil;
+    run_with_gil();
+    while (std::unique_ptr<core::Job> next = take_next()) static_cast<PythonJob&>(*next).run_with_gil();
+  }
+
+ protected:
+  // Runs the job and drops its Python references.
+  virtual void run_with_gil() = 0;
+};
+
 // A concurrent.futures work item: the stdlib's _WorkItem.run.
-class FutureJob : public core::Job {
+class FutureJob : public PythonJob {
  public:
   FutureJob(py::object future, py::object fn, py::object args, py::object kwargs)
       : held_{{std::move(future), std::move(fn), std::move(args), std::move(kwargs)}} {}
 
-  void run() override {
-    py::gil_scoped_acquire gil;
-    run_with_gil();
-    held_.objects.clear();
-  }
-
   PyObject* future() const { return held_.objects[0].ptr(); }
 
  private:
-  void run_with_gil() {
+  void run_with_gil() override {
+    call();
+    held_.objects.clear();
+  }
+
+  void call() {
     PyObject* future = held_.objects[0].ptr();
     PyObject* started = PyObject_CallMethod(future, "set_running_or_notify_cancel", nullptr);
     if (started == nullptr) return PyErr_WriteUnraisable(future);
@@ -76,19 +91,18 @@ class FutureJob : public core::Job {
 
 // run_in_executor's job: runs fn(*args) unless the asyncio future was cancelled first, then hands
 // the outcome to the loop with loop.call_soon_threadsafe(complete, future, succeeded, value).
-class LoopJob : public core::Job {
+class LoopJob : public PythonJob {
  public:
   LoopJob(py::object loop, py::object complete, py::object future, py::object fn, py::object args)
       : held_{{std::move(loop), std::move(complete), std::move(future), std::move(fn), std::move(args)}} {}
 
-  void run() override {
-    py::gil_scoped_acquire gil;
-    run_with_gil();
+ private:
+  void run_with_gil() override {
+    call();
     held_.objects.clear();
   }
 
- private:
-  void run_with_gil() {
+  void call() {
     PyObject* loop = held_.objects[0].ptr();
     PyObject* future = held_.objects[2].ptr();
     PyObject* cancelled = PyObject_CallMethod(future, "cancelled", nullptr);
@@ -147,11 +161,21 @@ class PoolCore {
     pool_.reset();
   }
 
-  void submit(py::object future, py::object fn, py::object args, py::object kwargs) {
-    enqueue(std::make_unique<FutureJob>(std::move(future), std::move(fn), std::move(args), std::move(kwargs)));
+  // Executor.submit: a new concurrent.futures.Future for fn(*args, **kwargs).
+  py::object submit(py::object fn, py::args args, py::kwargs kwargs) {
+    check_open();
+    py::object future = future_class()();
+    enqueue(std::make_unique<FutureJob>(future, std::move(fn), std::move(args), std::move(kwargs)));
+    return future;
   }
 
+  // The executor's state, checked by submit() as the stdlib checks it, in the same order.
+  std::string broken;  // why the pool is unusable, once an initializer failed
+  bool shut_down = false;
+  static inline bool interpreter_exiting = false;
+
   void submit_to_loop(py::object loop, py::object complete, py::object future, py::object fn, py::object args) {
+    check_open();
     enqueue(std::make_unique<LoopJob>(std::move(loop), std::move(complete), std::move(future), std::move(fn),
                                       std::move(args)));
   }
@@ -177,6 +201,22 @@ class PoolCore {
   }
 
  private:
+  // Looked up once and never released: they live as long as the process.
+  static py::handle future_class() {
+    static py::handle cls = py::object(py::module_::import("concurrent.futures").attr("Future")).release();
+    return cls;
+  }
+
+  void check_open() const {
+    if (!broken.empty()) {
+      static py::handle broken_pool = py::object(py::module_::import("concurrent.futures.thread").attr("BrokenThreadPool")).release();
+      PyErr_SetObject(broken_pool.ptr(), py::str(broken).ptr());
+      throw py::error_already_set();
+    }
+    if (shut_down) raise(PyExc_RuntimeError, "cannot schedule new futures after shutdown");
+    if (interpreter_exiting) raise(PyExc_RuntimeError, "cannot schedule new futures after interpreter shutdown");
+  }
+
   void enqueue(std::unique_ptr<core::Job> job) {
     if (pool_->submit(std::move(job)) != nullptr)
       raise(PyExc_RuntimeError, "cannot schedule new futures after shutdown");
@@ -191,12 +231,17 @@ void register_thread_pool_executor(py::module_& module) {
   py::class_<PoolCore>(module, "PoolCore", "The native worker pool of turboloop.ThreadPoolExecutor.")
       .def(py::init<std::size_t, std::size_t, double, py::object, py::object>(), py::arg("max_workers"),
            py::arg("min_workers"), py::arg("idle_timeout"), py::arg("launch"), py::arg("start"))
-      .def("submit", &PoolCore::submit, py::arg("future"), py::arg("fn"), py::arg("args"), py::arg("kwargs"))
+      .def("submit", &PoolCore::submit, py::arg("fn"), py::pos_only())
       .def("submit_to_loop", &PoolCore::submit_to_loop, py::arg("loop"), py::arg("complete"), py::arg("future"),
            py::arg("fn"), py::arg("args"))
       .def("take_pending", &PoolCore::take_pending)
       .def("stop", &PoolCore::stop)
-      .def("stats", &PoolCore::stats);
+      .def("stats", &PoolCore::stats)
+      .def_readwrite("broken", &PoolCore::broken)
+      .def_readwrite("shut_down", &PoolCore::shut_down)
+      .def_property_static(
+          "interpreter_exiting", [](py::handle) { return PoolCore::interpreter_exiting; },
+          [](py::handle, bool exiting) { PoolCore::interpreter_exiting = exiting; });
 }
 
 }  // namespace turboloop::binding

@@ -95,6 +95,13 @@ ThreadPool::Stats ThreadPool::stats() const {
 void ThreadPool::work(const std::shared_ptr<State>& state, std::size_t worker_number) {
   State& s = *state;
   current_pool = &s;
+  const Job::TakeNext take_next = [&s]() -> std::unique_ptr<Job> {
+    std::lock_guard<std::mutex> lock(s.mutex);
+    if (s.queue.empty()) return nullptr;
+    std::unique_ptr<Job> job = std::move(s.queue.front());
+    s.queue.pop_front();
+    return job;
+  };
   const bool ready = !s.options.on_start || s.options.on_start(worker_number);
   std::unique_lock<std::mutex> lock(s.mutex);
   while (ready) {
@@ -115,7 +122,7 @@ void ThreadPool::work(const std::shared_ptr<State>& state, std::size_t worker_nu
     std::unique_ptr<Job> job = std::move(s.queue.front());
     s.queue.pop_front();
     lock.unlock();
-    job->run();
+    job->run(take_next);
     job.reset();
     lock.lock();
   }

@@ -14,8 +14,13 @@ namespace turboloop::core {
 
 class Job {
  public:
+  // Returns the next queued job, or nullptr when none is waiting.
+  using TakeNext = std::function<std::unique_ptr<Job>()>;
+
   virtual ~Job() = default;
-  virtual void run() = 0;
+  // Runs the job. A job may call `take_next` and run what it returns on the same thread at once:
+  // the binding does, to keep the GIL across jobs that are already queued.
+  virtual void run(const TakeNext& take_next) = 0;
 };
 
 class ThreadPool {
