@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include <functional>
+#include <limits>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -92,6 +93,14 @@ TEST_CASE("timers fire in deadline order, equal deadlines in scheduling order, a
   h.now += 5;
   h.run_once();
   REQUIRE(h.log == std::vector<std::string>{"soon", "t1a", "t1b", "t2"});
+}
+
+TEST_CASE("a NaN deadline is due at once, as in asyncio") {
+  Harness h;
+  h.scheduler.call_at(std::numeric_limits<double>::quiet_NaN(), h.item("nan"));
+  h.run_once();
+  REQUIRE(h.polls.back() == 0.0);
+  REQUIRE(h.log == std::vector<std::string>{"nan"});
 }
 
 TEST_CASE("timers not yet due stay scheduled") {

@@ -19,7 +19,7 @@ namespace {
 class FunctionJob : public Job {
  public:
   explicit FunctionJob(std::function<void()> body) : body_(std::move(body)) {}
-  void run() override { body_(); }
+  void run(const TakeNext&) override { body_(); }
 
  private:
   std::function<void()> body_;
@@ -199,6 +199,35 @@ TEST_CASE("a job may shut down its own pool with wait=true without deadlock") {
   }));
   wait_until([&] { return done.load(); });
   REQUIRE(done.load());
+}
+
+TEST_CASE("a job can take the queued jobs and run them on its own thread") {
+  // A job that drains the queue: it runs first, and the others run inside it, in order.
+  class Draining : public Job {
+   public:
+    Draining(std::vector<int>& log, int id) : log_(log), id_(id) {}
+    void run(const TakeNext& take_next) override {
+      log_.push_back(id_);
+      if (id_ != 0) return;
+      while (auto next = take_next()) next->run(take_next);
+    }
+
+   private:
+    std::vector<int>& log_;
+    int id_;
+  };
+  std::vector<int> log;
+  ThreadPool::Options options = fixed(1);
+  std::atomic<bool> started{false};
+  options.on_start = [&](std::size_t) {
+    while (!started) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return true;
+  };
+  ThreadPool pool(options);
+  for (int id = 0; id < 5; ++id) pool.submit(std::make_unique<Draining>(log, id));
+  started = true;
+  pool.shutdown(/*wait=*/true, /*cancel_pending=*/false);
+  REQUIRE(log == std::vector<int>{0, 1, 2, 3, 4});
 }
 
 TEST_CASE("a job may destroy its own pool") {

@@ -6,7 +6,8 @@ imported lazily, inside the fixture, so that a turboloop that is not importable 
 turboloop cases *error* (never skip) while the reference cases still run.
 
 ``loop_factory`` is a zero-argument callable making a new loop of that kind; every loop it makes
-is closed at teardown.  ``loop`` is one such loop per test.
+is closed at teardown.  ``loop`` is one such loop per test.  ``raw_loop_factory`` is the bare
+``new_event_loop`` (no bookkeeping, for tests that make thousands of loops).
 
 A test may carry ``@pytest.mark.uvloop_xfail(reason)``: the uvloop case (and only that one) is
 then a non-strict xfail -- used where uvloop is known to differ from asyncio.
@@ -15,6 +16,8 @@ then a non-strict xfail -- used where uvloop is known to differ from asyncio.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import gc
 import importlib
 import signal
 
@@ -60,8 +63,18 @@ def get_factory(name: str):
 
 
 @pytest.fixture(params=LOOP_NAMES)
-def loop_name(request: pytest.FixtureRequest) -> str:
-    return request.param
+def loop_name(request: pytest.FixtureRequest):
+    # Last resort against a loop that never returns: dump every thread's stack and exit, rather
+    # than hang the whole run.  (Only for the tests that use these fixtures.)
+    faulthandler.dump_traceback_later(120, exit=True)
+    yield request.param
+    faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture
+def raw_loop_factory(loop_name: str):
+    """The implementation's own ``new_event_loop``; the test closes what it makes."""
+    return get_factory(loop_name)
 
 
 @pytest.fixture
@@ -79,6 +92,10 @@ def loop_factory(loop_name: str):
     for loop in made:
         if not loop.is_closed() and not loop.is_running():
             loop.close()
+    del made
+    # Collect now, so that garbage a test leaves (un-awaited coroutines, pending tasks) is
+    # reported against that test rather than a later one.
+    gc.collect()
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 // messages follow asyncio's BaseEventLoop, including its debug-mode-only callback checks.
 #include "binding/schedule.hpp"
 
+#include <initializer_list>
+#include <string>
+
 #include "binding/handle.hpp"
 #include "binding/loop.hpp"
 #include "core/clock.hpp"
@@ -35,9 +38,18 @@ bool parse_context(const char* method, PyObject* const* args, Py_ssize_t nargs, 
   return true;
 }
 
-bool require_positional(const char* method, Py_ssize_t nargs, Py_ssize_t required, const char* names) {
+// Python's own message for missing arguments, naming those of `names` not given.
+bool require_positional(const char* method, Py_ssize_t nargs, std::initializer_list<const char*> names) {
+  const auto required = static_cast<Py_ssize_t>(names.size());
   if (nargs >= required) return true;
-  PyErr_Format(PyExc_TypeError, "%s() missing required positional argument(s): %s", method, names);
+  std::string missing;
+  for (Py_ssize_t i = nargs; i < required; ++i) {
+    if (!missing.empty()) missing += i + 1 == required ? " and " : ", ";
+    missing += std::string("'") + names.begin()[i] + "'";
+  }
+  const Py_ssize_t count = required - nargs;
+  PyErr_Format(PyExc_TypeError, "%s() missing %zd required positional argument%s: %s", method, count,
+               count == 1 ? "" : "s", missing.c_str());
   return false;
 }
 
@@ -91,7 +103,7 @@ PyObject* schedule_timer(PyObject* self, LoopCore* core, double when, PyObject* 
 PyObject* call_soon(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   PyObject* context;
   if (!parse_context("call_soon", args, nargs, kwnames, &context)) return nullptr;
-  if (!require_positional("call_soon", nargs, 1, "'callback'")) return nullptr;
+  if (!require_positional("call_soon", nargs, {"callback"})) return nullptr;
   LoopCore* core = loop_core(self);
   if (core == nullptr || !check_loop(core, args[0], "call_soon", true)) return nullptr;
   return schedule(self, core, &HandleType, 0.0, args, nargs, context,
@@ -101,7 +113,7 @@ PyObject* call_soon(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyO
 PyObject* call_soon_threadsafe(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   PyObject* context;
   if (!parse_context("call_soon_threadsafe", args, nargs, kwnames, &context)) return nullptr;
-  if (!require_positional("call_soon_threadsafe", nargs, 1, "'callback'")) return nullptr;
+  if (!require_positional("call_soon_threadsafe", nargs, {"callback"})) return nullptr;
   LoopCore* core = loop_core(self);
   if (core == nullptr || !check_loop(core, args[0], "call_soon_threadsafe", false)) return nullptr;
   return schedule(self, core, &HandleType, 0.0, args, nargs, context, [&](HandleRef handle) {
@@ -113,7 +125,7 @@ PyObject* call_soon_threadsafe(PyObject* self, PyObject* const* args, Py_ssize_t
 PyObject* call_at(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   PyObject* context;
   if (!parse_context("call_at", args, nargs, kwnames, &context)) return nullptr;
-  if (!require_positional("call_at", nargs, 2, "'when' and 'callback'")) return nullptr;
+  if (!require_positional("call_at", nargs, {"when", "callback"})) return nullptr;
   if (args[0] == Py_None) {
     PyErr_SetString(PyExc_TypeError, "when cannot be None");
     return nullptr;
@@ -128,7 +140,7 @@ PyObject* call_at(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObj
 PyObject* call_later(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   PyObject* context;
   if (!parse_context("call_later", args, nargs, kwnames, &context)) return nullptr;
-  if (!require_positional("call_later", nargs, 2, "'delay' and 'callback'")) return nullptr;
+  if (!require_positional("call_later", nargs, {"delay", "callback"})) return nullptr;
   PyObject* delay = args[0];
   if (delay == Py_None) {
     PyErr_SetString(PyExc_TypeError, "delay must not be None");

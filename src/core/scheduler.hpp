@@ -95,7 +95,10 @@ class Scheduler {
   double poll_timeout(double current) const {
     if (!ready_.empty() || stopping_) return 0.0;
     if (timers_.empty()) return kForever;
-    return std::clamp(timers_.top_when() - current, 0.0, kMaxPollSeconds);
+    const double timeout = timers_.top_when() - current;
+    // A NaN deadline counts as due, as collect_expired() treats it.
+    if (!(timeout > 0.0)) return 0.0;
+    return std::min(timeout, kMaxPollSeconds);
   }
 
   void drop_cancelled_timers() {
@@ -120,7 +123,8 @@ class Scheduler {
   }
 
   void collect_expired(double end_time) {
-    while (!timers_.empty() && timers_.top_when() < end_time) {
+    // asyncio's test, `not when >= end_time`, so that a NaN deadline is due at once.
+    while (!timers_.empty() && !(timers_.top_when() >= end_time)) {
       T item = timers_.pop();
       item.set_scheduled(false);
       ready_.push_back(std::move(item));
