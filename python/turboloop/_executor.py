@@ -12,11 +12,12 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import time
 import weakref
 from concurrent.futures import Future, _base
 from concurrent.futures import thread as _stdlib_thread
 from concurrent.futures.thread import BrokenThreadPool
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from turboloop._turboloop import PoolCore
 
@@ -157,11 +158,35 @@ class ThreadPoolExecutor(_stdlib_thread.ThreadPoolExecutor):
         """run_in_executor's path: the outcome goes to `future` through loop.call_soon_threadsafe."""
         self._pool.submit_to_loop(loop, complete, future, fn, args)
 
+    def map(
+        self, fn: Callable[..., _T], *iterables: Iterable[Any], timeout: float | None = None, chunksize: int = 1
+    ) -> Iterator[_T]:
+        """Executor.map on native result slots: no concurrent Future per item."""
+        if type(self).submit is not ThreadPoolExecutor.submit:
+            # A subclass that customises submit() expects map() to go through it.
+            return super().map(fn, *iterables, timeout=timeout, chunksize=chunksize)
+        if timeout is not None:
+            end_time = timeout + time.monotonic()
+        results = self._pool.map(fn, zip(*iterables))
+
+        def result_iterator() -> Iterator[_T]:
+            try:
+                for index in range(len(results)):
+                    if timeout is None:
+                        yield results.result(index)
+                    else:
+                        yield results.result(index, end_time - time.monotonic())
+            finally:
+                results.cancel_pending()
+
+        return result_iterator()
+
+    map.__doc__ = _base.Executor.map.__doc__
+
     def _initializer_failed(self) -> None:
         with self._shutdown_lock:
             self._pool.broken = "A thread initializer failed, the thread pool is not usable anymore"
-            for future in self._pool.take_pending():
-                future.set_exception(BrokenThreadPool(self._pool.broken))
+            self._pool.drop_pending(lambda: BrokenThreadPool(self._pool.broken))
 
     def _adjust_thread_count(self) -> None:
         """The native pool sizes itself; kept so stdlib code that calls it still works."""
@@ -170,8 +195,7 @@ class ThreadPoolExecutor(_stdlib_thread.ThreadPoolExecutor):
         with self._shutdown_lock:
             self._pool.shut_down = True
             if cancel_futures:
-                for future in self._pool.take_pending():
-                    future.cancel()
+                self._pool.drop_pending(None)
             if not self._forked:
                 self._pool.stop()
         if wait:

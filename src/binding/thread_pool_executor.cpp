@@ -6,10 +6,19 @@
 // to run one. Two kinds of job: a concurrent.futures work item (submit), and a call whose result
 // goes straight to an asyncio future on its loop (run_in_executor), through the loop's thread-safe
 // queue, with no concurrent.futures.Future in between.
-#include <memory>
-#include <string>
-
 #include "binding/common.hpp"
+
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
 #include "core/thread_pool.hpp"
 
 namespace turboloop::binding {
@@ -50,6 +59,10 @@ class PythonJob : public core::Job {
     while (std::unique_ptr<core::Job> next = take_next()) static_cast<PythonJob&>(*next).run_with_gil();
   }
 
+  // The job will never run: cancel its future, or when `make_error` is given, fail it with
+  // make_error(). Drops the job's Python references. Called with the GIL.
+  virtual void abandon(py::handle make_error) = 0;
+
  protected:
   // Runs the job and drops its Python references.
   virtual void run_with_gil() = 0;
@@ -61,7 +74,14 @@ class FutureJob : public PythonJob {
   FutureJob(py::object future, py::object fn, py::object args, py::object kwargs)
       : held_{{std::move(future), std::move(fn), std::move(args), std::move(kwargs)}} {}
 
-  PyObject* future() const { return held_.objects[0].ptr(); }
+  void abandon(py::handle make_error) override {
+    py::object future = held_.objects[0];
+    held_.objects.clear();
+    if (make_error.is_none())
+      future.attr("cancel")();
+    else
+      future.attr("set_exception")(make_error());
+  }
 
  private:
   void run_with_gil() override {
@@ -96,6 +116,18 @@ class LoopJob : public PythonJob {
   LoopJob(py::object loop, py::object complete, py::object future, py::object fn, py::object args)
       : held_{{std::move(loop), std::move(complete), std::move(future), std::move(fn), std::move(args)}} {}
 
+  // The asyncio future belongs to its loop: it is cancelled or failed there.
+  void abandon(py::handle make_error) override {
+    py::object loop = held_.objects[0];
+    py::object future = held_.objects[2];
+    held_.objects.clear();
+    if (loop.attr("is_closed")().cast<bool>()) return;
+    if (make_error.is_none())
+      loop.attr("call_soon_threadsafe")(future.attr("cancel"));
+    else
+      loop.attr("call_soon_threadsafe")(future.attr("set_exception"), make_error());
+  }
+
  private:
   void run_with_gil() override {
     call();
@@ -125,6 +157,130 @@ class LoopJob : public PythonJob {
     Py_DECREF(value);
   }
 
+  GilObjects held_;
+};
+
+// The results of one Executor.map call: one slot per item, filled by the workers in any order and
+// read by the caller's iterator in order. No concurrent Future per item: a slot is a state, a
+// value and a condition variable shared by the whole map.
+class MapResults {
+ public:
+  explicit MapResults(std::size_t size) : slots_(size) {}
+
+  std::size_t size() const { return slots_.size(); }
+
+  // Workers: the slot's job is starting. False when the map was cancelled first.
+  bool start(std::size_t index) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (slots_[index].state != State::pending) return false;
+    slots_[index].state = State::running;
+    return true;
+  }
+
+  // Workers (with the GIL): the outcome of slot `index`; `value` is stolen.
+  void finish(std::size_t index, PyObject* value, bool failed) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      slots_[index].value = py::reinterpret_steal<py::object>(value);
+      slots_[index].state = failed ? State::failed : State::done;
+      if (waiting_for_ != index) return;
+    }
+    ready_.notify_all();
+  }
+
+  // The caller (with the GIL): cancels every slot not started yet (the iterator was closed).
+  void cancel_pending() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (Slot& slot : slots_)
+      if (slot.state == State::pending) slot.state = State::cancelled;
+  }
+
+  // A job that will never run (the pool dropped it): its slot is cancelled.
+  void cancel(std::size_t index) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (slots_[index].state != State::pending) return;
+      slots_[index].state = State::cancelled;
+    }
+    ready_.notify_all();
+  }
+
+  // The caller: waits for slot `index` without the GIL, then returns its value or raises its
+  // exception (CancelledError for a cancelled slot, TimeoutError past `timeout` seconds).
+  py::object result(std::size_t index, std::optional<double> timeout) {
+    if (index >= slots_.size()) raise(PyExc_IndexError, "map result index out of range");
+    bool finished = true;
+    State state = State::pending;
+    py::object value;
+    {
+      py::gil_scoped_release without_gil;
+      std::unique_lock<std::mutex> lock(mutex_);
+      waiting_for_ = index;
+      auto is_finished = [&] { return slots_[index].state >= State::done; };
+      if (!timeout)
+        ready_.wait(lock, is_finished);
+      else
+        finished = ready_.wait_for(lock, std::chrono::duration<double>(std::max(0.0, *timeout)), is_finished);
+      waiting_for_ = kNobody;
+      if (finished) {
+        state = slots_[index].state;
+        value = std::move(slots_[index].value);  // moves the pointer: no reference count touched
+      }
+    }
+    if (!finished) raise(PyExc_TimeoutError, "");
+    if (state == State::done) return value;
+    if (state == State::failed) {
+      PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(value.ptr())), value.ptr());
+      throw py::error_already_set();
+    }
+    static py::handle cancelled_error =
+        py::object(py::module_::import("concurrent.futures").attr("CancelledError")).release();
+    PyErr_SetNone(cancelled_error.ptr());
+    throw py::error_already_set();
+  }
+
+ private:
+  enum class State { pending, running, done, failed, cancelled };
+  struct Slot {
+    State state = State::pending;
+    py::object value;
+  };
+  static constexpr std::size_t kNobody = static_cast<std::size_t>(-1);
+
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::vector<Slot> slots_;
+  std::size_t waiting_for_ = kNobody;
+};
+
+// One item of a map: fn(*args) into its slot.
+class MapJob : public PythonJob {
+ public:
+  MapJob(std::shared_ptr<MapResults> results, std::size_t index, py::object fn, py::object args)
+      : results_(std::move(results)), index_(index), held_{{std::move(fn), std::move(args)}} {}
+
+  void abandon(py::handle make_error) override {
+    held_.objects.clear();
+    if (make_error.is_none())
+      results_->cancel(index_);
+    else if (results_->start(index_))
+      results_->finish(index_, make_error().release().ptr(), /*failed=*/true);
+    results_.reset();
+  }
+
+ private:
+  void run_with_gil() override {
+    if (results_->start(index_)) {
+      PyObject* error = nullptr;
+      PyObject* result = call_catching(held_.objects[0].ptr(), held_.objects[1].ptr(), nullptr, &error);
+      results_->finish(index_, result != nullptr ? result : error, result == nullptr);
+    }
+    held_.objects.clear();
+    results_.reset();  // the last reference may be this one: drop it while the GIL is held
+  }
+
+  std::shared_ptr<MapResults> results_;
+  std::size_t index_;
   GilObjects held_;
 };
 
@@ -180,12 +336,19 @@ class PoolCore {
                                       std::move(args)));
   }
 
-  // The futures of the concurrent.futures jobs not yet started, which are dropped.
-  py::list take_pending() {
-    py::list futures;
-    for (auto& job : pool_->take_pending())
-      if (auto* future_job = dynamic_cast<FutureJob*>(job.get())) futures.append(py::handle(future_job->future()));
-    return futures;
+  // Executor.map's submission: fn(*args) for each tuple of `arguments`, into one MapResults.
+  std::shared_ptr<MapResults> map(py::object fn, py::iterable arguments) {
+    check_open();
+    std::vector<py::object> items;
+    for (py::handle args : arguments) items.push_back(py::reinterpret_borrow<py::object>(args));
+    auto results = std::make_shared<MapResults>(items.size());
+    for (std::size_t i = 0; i < items.size(); ++i) enqueue(std::make_unique<MapJob>(results, i, fn, std::move(items[i])));
+    return results;
+  }
+
+  // Abandons every job not started yet: cancelled, or failed with make_error() when given.
+  void drop_pending(py::object make_error) {
+    for (auto& job : pool_->take_pending()) static_cast<PythonJob&>(*job).abandon(make_error);
   }
 
   void stop() { pool_->shutdown(/*wait=*/false, /*cancel_pending=*/false); }
@@ -228,13 +391,20 @@ class PoolCore {
 }  // namespace
 
 void register_thread_pool_executor(py::module_& module) {
+  py::class_<MapResults, std::shared_ptr<MapResults>>(module, "MapResults",
+                                                      "The ordered results of one ThreadPoolExecutor.map call.")
+      .def("__len__", &MapResults::size)
+      .def("result", &MapResults::result, py::arg("index"), py::arg("timeout") = py::none())
+      .def("cancel_pending", &MapResults::cancel_pending);
+
   py::class_<PoolCore>(module, "PoolCore", "The native worker pool of turboloop.ThreadPoolExecutor.")
       .def(py::init<std::size_t, std::size_t, double, py::object, py::object>(), py::arg("max_workers"),
            py::arg("min_workers"), py::arg("idle_timeout"), py::arg("launch"), py::arg("start"))
       .def("submit", &PoolCore::submit, py::arg("fn"), py::pos_only())
       .def("submit_to_loop", &PoolCore::submit_to_loop, py::arg("loop"), py::arg("complete"), py::arg("future"),
            py::arg("fn"), py::arg("args"))
-      .def("take_pending", &PoolCore::take_pending)
+      .def("map", &PoolCore::map, py::arg("fn"), py::arg("arguments"))
+      .def("drop_pending", &PoolCore::drop_pending, py::arg("make_error"))
       .def("stop", &PoolCore::stop)
       .def("stats", &PoolCore::stats)
       .def_readwrite("broken", &PoolCore::broken)
