@@ -177,14 +177,23 @@ TEST_CASE("workers start through the launcher and run on_start first, numbered f
   REQUIRE(numbers == std::vector<std::size_t>{0, 1, 2, 3});
 }
 
-TEST_CASE("a worker whose on_start fails takes no job; take_pending empties the queue") {
+TEST_CASE("a worker whose on_start fails puts its job back, then reports; take_pending empties the queue") {
   ThreadPool::Options options = fixed(1);
+  std::atomic<std::size_t> queued_when_reported{99};
+  std::atomic<int> exits{0};
+  ThreadPool* pool_address = nullptr;
   options.on_start = [](std::size_t) { return false; };
+  options.on_start_failed = [&] { queued_when_reported = pool_address->stats().queued; };
+  options.on_exit = [&] { exits++; };
   ThreadPool pool(options);
+  pool_address = &pool;
   std::atomic<int> ran{0};
   pool.submit(job([&] { ran++; }));
   wait_until([&] { return pool.stats().workers == 0; });
   REQUIRE(pool.stats().queued == 1);
+  REQUIRE(queued_when_reported.load() == 1);
+  wait_until([&] { return exits.load() == 1; });
+  REQUIRE(exits.load() == 1);
   REQUIRE(pool.take_pending().size() == 1);
   REQUIRE(pool.stats().queued == 0);
   REQUIRE(ran.load() == 0);
@@ -199,6 +208,25 @@ TEST_CASE("a job may shut down its own pool with wait=true without deadlock") {
   }));
   wait_until([&] { return done.load(); });
   REQUIRE(done.load());
+}
+
+TEST_CASE("a new worker claims its job before on_start, so a shutdown cannot cancel it") {
+  ThreadPool::Options options = fixed(1);
+  std::atomic<bool> proceed{false};
+  std::atomic<bool> in_start{false};
+  options.on_start = [&](std::size_t) {
+    in_start = true;
+    while (!proceed) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return true;
+  };
+  ThreadPool pool(options);
+  std::atomic<int> ran{0};
+  pool.submit(job([&] { ran++; }));
+  wait_until([&] { return in_start.load(); });
+  REQUIRE(pool.shutdown(/*wait=*/false, /*cancel_pending=*/true).empty());
+  proceed = true;
+  pool.shutdown(/*wait=*/true, /*cancel_pending=*/false);
+  REQUIRE(ran.load() == 1);
 }
 
 TEST_CASE("a job can take the queued jobs and run them on its own thread") {

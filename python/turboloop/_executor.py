@@ -67,9 +67,7 @@ def _launcher(executor_ref: weakref.ref[ThreadPoolExecutor], prefix: str) -> Cal
     return launch
 
 
-def _starter(
-    executor_ref: weakref.ref[ThreadPoolExecutor], initializer: Callable[..., object] | None, initargs: tuple
-) -> Callable[[int], bool]:
+def _starter(initializer: Callable[..., object] | None, initargs: tuple) -> Callable[[int], bool]:
     def start(worker_number: int) -> bool:
         if initializer is None:
             return True
@@ -77,13 +75,19 @@ def _starter(
             initializer(*initargs)
         except BaseException:
             _base.LOGGER.critical("Exception in initializer:", exc_info=True)
-            executor = executor_ref()
-            if executor is not None:
-                executor._initializer_failed()
             return False
         return True
 
     return start
+
+
+def _failure_reporter(executor_ref: weakref.ref[ThreadPoolExecutor]) -> Callable[[], None]:
+    def failed() -> None:
+        executor = executor_ref()
+        if executor is not None:
+            executor._initializer_failed()
+
+    return failed
 
 
 class ThreadPoolExecutor(_stdlib_thread.ThreadPoolExecutor):
@@ -135,7 +139,8 @@ class ThreadPoolExecutor(_stdlib_thread.ThreadPoolExecutor):
             min_workers,
             -1.0 if idle_timeout is None else float(idle_timeout),
             _launcher(me, self._thread_name_prefix),
-            _starter(me, initializer, initargs),
+            _starter(initializer, initargs),
+            _failure_reporter(me),
         )
         _live_executors.add(self)
         # The native submit, bound once: submit() is the hot path.

@@ -284,30 +284,47 @@ class MapJob : public PythonJob {
   GilObjects held_;
 };
 
+// The thread state a worker released the GIL from, taken back when the worker exits.
+thread_local PyThreadState* worker_thread_state = nullptr;
+
 class PoolCore {
  public:
   // `launch(body)` starts a thread running body(); `start(worker_number)` runs first on each
-  // worker (the initializer) and returns False to end that worker.
+  // worker (the initializer) and returns False when it failed, after which `failed()` runs.
   PoolCore(std::size_t max_workers, std::size_t min_workers, double idle_timeout, py::object launch,
-           py::object start) {
+           py::object start, py::object failed) {
     auto hooks = std::make_shared<GilObjects>();
-    hooks->objects = {std::move(launch), std::move(start)};
+    hooks->objects = {std::move(launch), std::move(start), std::move(failed)};
     core::ThreadPool::Options options;
     options.max_workers = max_workers;
     options.min_workers = min_workers;
     options.idle_timeout_seconds = idle_timeout;
-    // Called by submit(), with the GIL held.
+    // Called by submit(), with the GIL held. The worker's body is entered with the GIL held too
+    // (it is a threading.Thread's target) and returns with it held.
     options.launch = [hooks](core::ThreadPool::WorkerBody body) {
-      hooks->objects[0](py::cpp_function([body = std::move(body)] {
-        py::gil_scoped_release without_gil;
-        body();
-      }));
+      hooks->objects[0](py::cpp_function([body = std::move(body)] { body(); }));
     };
-    // Called on the new worker, without the GIL.
+    // On the worker, with the GIL still held: run the initializer, then let go of the GIL until
+    // on_exit. Jobs take it back one burst at a time.
     options.on_start = [hooks](std::size_t number) {
-      py::gil_scoped_acquire gil;
-      return hooks->objects[1](number).cast<bool>();
+      bool ready = false;
+      try {
+        ready = hooks->objects[1](number).cast<bool>();
+      } catch (py::error_already_set& error) {
+        error.discard_as_unraisable("turboloop worker start");
+      }
+      worker_thread_state = PyEval_SaveThread();
+      return ready;
     };
+    options.on_start_failed = [hooks] {
+      py::gil_scoped_acquire gil;
+      try {
+        hooks->objects[2]();
+      } catch (py::error_already_set& error) {
+        error.discard_as_unraisable("turboloop initializer failure");
+      }
+    };
+    options.on_exit = [] { PyEval_RestoreThread(worker_thread_state); };
     pool_ = std::make_unique<core::ThreadPool>(std::move(options));
   }
 
@@ -398,8 +415,8 @@ void register_thread_pool_executor(py::module_& module) {
       .def("cancel_pending", &MapResults::cancel_pending);
 
   py::class_<PoolCore>(module, "PoolCore", "The native worker pool of turboloop.ThreadPoolExecutor.")
-      .def(py::init<std::size_t, std::size_t, double, py::object, py::object>(), py::arg("max_workers"),
-           py::arg("min_workers"), py::arg("idle_timeout"), py::arg("launch"), py::arg("start"))
+      .def(py::init<std::size_t, std::size_t, double, py::object, py::object, py::object>(), py::arg("max_workers"),
+           py::arg("min_workers"), py::arg("idle_timeout"), py::arg("launch"), py::arg("start"), py::arg("failed"))
       .def("submit", &PoolCore::submit, py::arg("fn"), py::pos_only())
       .def("submit_to_loop", &PoolCore::submit_to_loop, py::arg("loop"), py::arg("complete"), py::arg("future"),
            py::arg("fn"), py::arg("args"))

@@ -102,7 +102,17 @@ void ThreadPool::work(const std::shared_ptr<State>& state, std::size_t worker_nu
     s.queue.pop_front();
     return job;
   };
+  std::unique_ptr<Job> claimed = take_next();
   const bool ready = !s.options.on_start || s.options.on_start(worker_number);
+  if (!ready && claimed) {
+    std::lock_guard<std::mutex> lock(s.mutex);
+    s.queue.push_front(std::move(claimed));
+  }
+  if (!ready && s.options.on_start_failed) s.options.on_start_failed();
+  if (claimed) {
+    claimed->run(take_next);
+    claimed.reset();
+  }
   std::unique_lock<std::mutex> lock(s.mutex);
   while (ready) {
     while (s.queue.empty() && !s.shutting_down) {
@@ -128,6 +138,10 @@ void ThreadPool::work(const std::shared_ptr<State>& state, std::size_t worker_nu
   }
   --s.workers;
   current_pool = nullptr;
+  lock.unlock();
+  if (s.options.on_exit) s.options.on_exit();
+  // Notified last, so that shutdown(wait=true) returns only once no hook is running.
+  lock.lock();
   s.worker_exited.notify_all();
 }
 

@@ -36,8 +36,14 @@ class ThreadPool {
     // Starts a thread that calls `body` (which returns when the worker exits). The default
     // starts a detached std::thread.
     std::function<void(WorkerBody body)> launch;
-    // Runs first on each worker, numbered from 0; returning false ends that worker at once.
+    // Runs first on each worker, numbered from 0, once the worker has claimed the job it was
+    // started for (so that a shutdown right after submit() cannot cancel that job, as with the
+    // stdlib's pool). Returning false ends the worker: its claimed job goes back to the front of
+    // the queue and then on_start_failed runs.
     std::function<bool(std::size_t worker_number)> on_start;
+    std::function<void()> on_start_failed;
+    // Runs last on each worker.
+    std::function<void()> on_exit;
   };
 
   struct Stats {
