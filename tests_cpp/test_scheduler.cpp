@@ -188,6 +188,15 @@ TEST_CASE("items sent from other threads run in the iteration after they arrive"
   REQUIRE(h.log == std::vector<std::string>{"x", "y"});
 }
 
+TEST_CASE("items sent from other threads keep their place before later call_soon items") {
+  Harness h;
+  h.scheduler.call_soon(h.item("first"));
+  h.scheduler.call_soon_threadsafe(h.item("threadsafe"));
+  h.scheduler.call_soon(h.item("later"));
+  h.run_once();
+  REQUIRE(h.log == std::vector<std::string>{"first", "threadsafe", "later"});
+}
+
 TEST_CASE("clear drops everything and unschedules timers") {
   Harness h;
   Item timer = h.item("t");

@@ -119,7 +119,7 @@ TEST_CASE("an elastic pool retires idle workers down to min_workers, and grows a
   REQUIRE(done.load() == 4);
 }
 
-TEST_CASE("shutdown without cancelling runs the queue; with cancelling returns what did not start") {
+TEST_CASE("shutdown without cancelling runs the queue, with cancelling returns what did not start") {
   std::atomic<int> ran{0};
   std::atomic<bool> release{false};
   ThreadPool pool(fixed(1));
@@ -177,7 +177,7 @@ TEST_CASE("workers start through the launcher and run on_start first, numbered f
   REQUIRE(numbers == std::vector<std::size_t>{0, 1, 2, 3});
 }
 
-TEST_CASE("a worker whose on_start fails puts its job back, then reports; take_pending empties the queue") {
+TEST_CASE("a worker whose on_start fails puts its job back, then reports, and take_pending empties the queue") {
   ThreadPool::Options options = fixed(1);
   std::atomic<std::size_t> queued_when_reported{99};
   std::atomic<int> exits{0};
@@ -227,6 +227,28 @@ TEST_CASE("a new worker claims its job before on_start, so a shutdown cannot can
   proceed = true;
   pool.shutdown(/*wait=*/true, /*cancel_pending=*/false);
   REQUIRE(ran.load() == 1);
+}
+
+TEST_CASE("a worker whose job is finishing counts as idle: the next submit reuses it") {
+  // The binding completes a Future at the end of a job; the caller may submit again before the
+  // worker is back in its wait. That submit must not start a second thread.
+  class SubmitsAgain : public Job {
+   public:
+    SubmitsAgain(ThreadPool& pool, std::atomic<int>& left) : pool_(pool), left_(left) {}
+    void run(const TakeNext& take_next) override {
+      if (take_next() == nullptr && --left_ > 0) pool_.submit(std::make_unique<SubmitsAgain>(pool_, left_));
+    }
+
+   private:
+    ThreadPool& pool_;
+    std::atomic<int>& left_;
+  };
+  ThreadPool pool(fixed(8));
+  std::atomic<int> left{50};
+  pool.submit(std::make_unique<SubmitsAgain>(pool, left));
+  wait_until([&] { return left.load() == 0; });
+  pool.shutdown(/*wait=*/true, /*cancel_pending=*/false);
+  REQUIRE(pool.stats().started == 1);
 }
 
 TEST_CASE("a job can take the queued jobs and run them on its own thread") {

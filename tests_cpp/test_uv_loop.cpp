@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <thread>
 
@@ -28,6 +29,33 @@ TEST_CASE("a zero-timeout poll returns at once and a timed poll waits at least i
   loop.poll(0.05);
   const double elapsed = monotonic_seconds() - start;
   REQUIRE(elapsed >= 0.05);
+}
+
+TEST_CASE("many 1 ms polls all return on their own (the poll timer may fire before the poll)") {
+  // A timer that fired in uv_run's timer phase used to leave the poll blocking forever. The
+  // watchdog wakes a stuck poll and counts it, so a regression fails instead of hanging.
+  UvLoop loop;
+  std::atomic<bool> done{false};
+  std::atomic<int> polls{0};
+  std::atomic<int> rescues{0};
+  std::thread watchdog([&] {
+    int last = -1;
+    while (!done) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      if (!done && polls.load() == last) {
+        rescues++;
+        loop.wake();
+      }
+      last = polls.load();
+    }
+  });
+  for (int i = 0; i < 3000; ++i) {
+    loop.poll(0.0005);
+    polls++;
+  }
+  done = true;
+  watchdog.join();
+  REQUIRE(rescues.load() == 0);
 }
 
 TEST_CASE("wake() from another thread ends a poll that would block forever") {

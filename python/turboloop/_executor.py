@@ -10,6 +10,7 @@ stdlib, ``min_workers`` and ``idle_timeout`` make the pool elastic: idle workers
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import threading
 import time
@@ -22,6 +23,9 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 from turboloop._turboloop import PoolCore
 
 _T = TypeVar("_T")
+
+# The most worker threads a pool starts, whatever max_workers says.
+_MOST_THREADS = 2**31
 
 # Live executors, stopped and joined when the interpreter exits (before it joins non-daemon
 # threads), as the stdlib does for its own.
@@ -37,6 +41,7 @@ def _stop_all_at_exit() -> None:
     for executor in executors:
         executor._pool.stop()
     for executor in executors:
+        executor._pool.wait_for_workers()
         for thread in list(executor._threads):
             thread.join()
 
@@ -57,12 +62,12 @@ def _launcher(executor_ref: weakref.ref[ThreadPoolExecutor], prefix: str) -> Cal
 
     def launch(body: Callable[[], None]) -> None:
         thread = threading.Thread(name=f"{prefix}_{next(counter)}", target=body)
+        thread.start()
         executor = executor_ref()
         if executor is not None:
             # Workers of an elastic pool exit when idle: keep only the live ones.
             executor._threads = {t for t in executor._threads if t.is_alive()}
             executor._threads.add(thread)
-        thread.start()
 
     return launch
 
@@ -135,7 +140,8 @@ class ThreadPoolExecutor(_stdlib_thread.ThreadPoolExecutor):
         self._forked = False
         me = weakref.ref(self)
         self._pool = PoolCore(
-            max_workers,
+            # The stdlib accepts any number (2.5 allows 3 threads); the native pool counts threads.
+            min(math.ceil(max_workers), _MOST_THREADS),
             min_workers,
             -1.0 if idle_timeout is None else float(idle_timeout),
             _launcher(me, self._thread_name_prefix),
@@ -143,8 +149,6 @@ class ThreadPoolExecutor(_stdlib_thread.ThreadPoolExecutor):
             _failure_reporter(me),
         )
         _live_executors.add(self)
-        # The native submit, bound once: submit() is the hot path.
-        self.submit = self._pool.submit  # type: ignore[method-assign]
 
     @property
     def _broken(self) -> str | bool:
@@ -155,7 +159,7 @@ class ThreadPoolExecutor(_stdlib_thread.ThreadPoolExecutor):
         return self._pool.shut_down
 
     def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
-        return self._pool.submit(fn, *args, **kwargs)
+        return self._pool.submit(fn, args, kwargs)
 
     submit.__doc__ = _base.Executor.submit.__doc__
 
@@ -204,6 +208,10 @@ class ThreadPoolExecutor(_stdlib_thread.ThreadPoolExecutor):
             if not self._forked:
                 self._pool.stop()
         if wait:
+            # Every worker the pool started, including one a concurrent submit() is starting,
+            # has left its loop once this returns; then the threads themselves are joined.
+            if not self._forked:
+                self._pool.wait_for_workers()
             for thread in list(self._threads):
                 thread.join()
 

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -98,8 +99,10 @@ class FutureJob : public PythonJob {
     if (cancelled) return;
     PyObject* error = nullptr;
     PyObject* result = call_catching(held_.objects[1].ptr(), held_.objects[2].ptr(), held_.objects[3].ptr(), &error);
-    PyObject* outcome = result != nullptr ? PyObject_CallMethod(future, "set_result", "O", result)
-                                          : PyObject_CallMethod(future, "set_exception", "O", error);
+    static PyObject* set_result = PyUnicode_InternFromString("set_result");
+    static PyObject* set_exception = PyUnicode_InternFromString("set_exception");
+    PyObject* outcome = result != nullptr ? PyObject_CallMethodOneArg(future, set_result, result)
+                                          : PyObject_CallMethodOneArg(future, set_exception, error);
     Py_XDECREF(result);
     Py_XDECREF(error);
     if (outcome == nullptr) PyErr_WriteUnraisable(future);
@@ -165,9 +168,17 @@ class LoopJob : public PythonJob {
 // value and a condition variable shared by the whole map.
 class MapResults {
  public:
-  explicit MapResults(std::size_t size) : slots_(size) {}
+  // A new slot, for the next item; returns its index.
+  std::size_t add_slot() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    slots_.emplace_back();
+    return slots_.size() - 1;
+  }
 
-  std::size_t size() const { return slots_.size(); }
+  std::size_t size() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return slots_.size();
+  }
 
   // Workers: the slot's job is starting. False when the map was cancelled first.
   bool start(std::size_t index) {
@@ -208,26 +219,32 @@ class MapResults {
   // The caller: waits for slot `index` without the GIL, then returns its value or raises its
   // exception (CancelledError for a cancelled slot, TimeoutError past `timeout` seconds).
   py::object result(std::size_t index, std::optional<double> timeout) {
-    if (index >= slots_.size()) raise(PyExc_IndexError, "map result index out of range");
-    bool finished = true;
+    if (index >= size()) raise(PyExc_IndexError, "map result index out of range");
+    using Clock = std::chrono::steady_clock;
+    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                             std::chrono::duration<double>(std::max(0.0, timeout.value_or(0.0))));
+    bool finished = false;
     State state = State::pending;
     py::object value;
-    {
-      py::gil_scoped_release without_gil;
-      std::unique_lock<std::mutex> lock(mutex_);
-      waiting_for_ = index;
-      auto is_finished = [&] { return slots_[index].state >= State::done; };
-      if (!timeout)
-        ready_.wait(lock, is_finished);
-      else
-        finished = ready_.wait_for(lock, std::chrono::duration<double>(std::max(0.0, *timeout)), is_finished);
-      waiting_for_ = kNobody;
-      if (finished) {
-        state = slots_[index].state;
-        value = std::move(slots_[index].value);  // moves the pointer: no reference count touched
+    for (;;) {
+      {
+        py::gil_scoped_release without_gil;
+        std::unique_lock<std::mutex> lock(mutex_);
+        waiting_for_ = index;
+        // Wait in short slices so that Python's signal handlers (Ctrl-C) run in between.
+        auto until = Clock::now() + kSignalCheckInterval;
+        if (timeout && deadline < until) until = deadline;
+        finished = ready_.wait_until(lock, until, [&] { return slots_[index].state >= State::done; });
+        waiting_for_ = kNobody;
+        if (finished) {
+          state = slots_[index].state;
+          value = std::move(slots_[index].value);  // moves the pointer: no reference count touched
+        }
       }
+      if (finished) break;
+      if (PyErr_CheckSignals() < 0) throw py::error_already_set();
+      if (timeout && Clock::now() >= deadline) raise(PyExc_TimeoutError, "");
     }
-    if (!finished) raise(PyExc_TimeoutError, "");
     if (state == State::done) return value;
     if (state == State::failed) {
       PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(value.ptr())), value.ptr());
@@ -246,10 +263,12 @@ class MapResults {
     py::object value;
   };
   static constexpr std::size_t kNobody = static_cast<std::size_t>(-1);
+  static constexpr std::chrono::milliseconds kSignalCheckInterval{50};
 
   std::mutex mutex_;
   std::condition_variable ready_;
-  std::vector<Slot> slots_;
+  // A deque: adding a slot leaves the others where they are.
+  std::deque<Slot> slots_;
   std::size_t waiting_for_ = kNobody;
 };
 
@@ -335,7 +354,7 @@ class PoolCore {
   }
 
   // Executor.submit: a new concurrent.futures.Future for fn(*args, **kwargs).
-  py::object submit(py::object fn, py::args args, py::kwargs kwargs) {
+  py::object submit(py::object fn, py::tuple args, py::dict kwargs) {
     check_open();
     py::object future = future_class()();
     enqueue(std::make_unique<FutureJob>(future, std::move(fn), std::move(args), std::move(kwargs)));
@@ -353,14 +372,21 @@ class PoolCore {
                                       std::move(args)));
   }
 
-  // Executor.map's submission: fn(*args) for each tuple of `arguments`, into one MapResults.
+  // Executor.map's submission: fn(*args) for each tuple of `arguments`, into one MapResults. Each
+  // item is submitted as it is read, so an iterable that fails part-way has run what came before,
+  // as with the stdlib.
   std::shared_ptr<MapResults> map(py::object fn, py::iterable arguments) {
     check_open();
-    std::vector<py::object> items;
-    for (py::handle args : arguments) items.push_back(py::reinterpret_borrow<py::object>(args));
-    auto results = std::make_shared<MapResults>(items.size());
-    for (std::size_t i = 0; i < items.size(); ++i) enqueue(std::make_unique<MapJob>(results, i, fn, std::move(items[i])));
+    auto results = std::make_shared<MapResults>();
+    for (py::handle args : arguments)
+      enqueue(std::make_unique<MapJob>(results, results->add_slot(), fn, py::reinterpret_borrow<py::object>(args)));
     return results;
+  }
+
+  // shutdown(wait=True): waits, without the GIL, until every worker has left its loop.
+  void wait_for_workers() {
+    py::gil_scoped_release without_gil;
+    pool_->shutdown(/*wait=*/true, /*cancel_pending=*/false);
   }
 
   // Abandons every job not started yet: cancelled, or failed with make_error() when given.
@@ -417,12 +443,13 @@ void register_thread_pool_executor(py::module_& module) {
   py::class_<PoolCore>(module, "PoolCore", "The native worker pool of turboloop.ThreadPoolExecutor.")
       .def(py::init<std::size_t, std::size_t, double, py::object, py::object, py::object>(), py::arg("max_workers"),
            py::arg("min_workers"), py::arg("idle_timeout"), py::arg("launch"), py::arg("start"), py::arg("failed"))
-      .def("submit", &PoolCore::submit, py::arg("fn"), py::pos_only())
+      .def("submit", &PoolCore::submit, py::arg("fn"), py::arg("args"), py::arg("kwargs"))
       .def("submit_to_loop", &PoolCore::submit_to_loop, py::arg("loop"), py::arg("complete"), py::arg("future"),
            py::arg("fn"), py::arg("args"))
       .def("map", &PoolCore::map, py::arg("fn"), py::arg("arguments"))
       .def("drop_pending", &PoolCore::drop_pending, py::arg("make_error"))
       .def("stop", &PoolCore::stop)
+      .def("wait_for_workers", &PoolCore::wait_for_workers)
       .def("stats", &PoolCore::stats)
       .def_readwrite("broken", &PoolCore::broken)
       .def_readwrite("shut_down", &PoolCore::shut_down)

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <vector>
 
@@ -27,7 +28,12 @@ class Scheduler {
   // Passed to the poll function to mean "block until something happens".
   static constexpr double kForever = -1.0;
 
-  void call_soon(T item) { ready_.push_back(std::move(item)); }
+  void call_soon(T item) {
+    // What other threads sent earlier goes first, as in asyncio, whose call_soon_threadsafe
+    // appends to the ready queue at once.
+    if (incoming_pending_.load(std::memory_order_acquire)) take_threadsafe();
+    ready_.push_back(std::move(item));
+  }
 
   void call_at(double when, T item) {
     item.set_scheduled(true);
@@ -35,7 +41,11 @@ class Scheduler {
   }
 
   // Thread-safe. Returns true when the loop thread must be woken up to see the item.
-  bool call_soon_threadsafe(T item) { return incoming_.push(std::move(item)); }
+  bool call_soon_threadsafe(T item) {
+    const bool wake = incoming_.push(std::move(item));
+    incoming_pending_.store(true, std::memory_order_release);
+    return wake;
+  }
 
   // A timer still in the heap was cancelled; it is dropped lazily.
   void timer_cancelled() { ++cancelled_timers_; }
@@ -117,6 +127,7 @@ class Scheduler {
   }
 
   void take_threadsafe() {
+    incoming_pending_.store(false, std::memory_order_relaxed);
     incoming_.take_all(arrived_);
     for (T& item : arrived_) ready_.push_back(std::move(item));
     arrived_.clear();
@@ -135,6 +146,8 @@ class Scheduler {
   TimerHeap<T> timers_;
   MpscQueue<T> incoming_;
   std::vector<T> arrived_;
+  // Set by producers after a push: lets call_soon() skip the queue's lock when nothing came.
+  std::atomic<bool> incoming_pending_{false};
   std::size_t cancelled_timers_ = 0;
   bool stopping_ = false;
 };

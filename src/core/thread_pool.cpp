@@ -55,10 +55,19 @@ std::unique_ptr<Job> ThreadPool::submit(std::unique_ptr<Job> job) {
   const std::size_t number = s.started++;
   lock.unlock();
   WorkerBody body = [state = state_, number] { work(state, number); };
-  if (s.options.launch)
-    s.options.launch(std::move(body));
-  else
-    std::thread(std::move(body)).detach();
+  try {
+    if (s.options.launch)
+      s.options.launch(std::move(body));
+    else
+      std::thread(std::move(body)).detach();
+  } catch (...) {
+    // No thread started: the job stays queued for the workers there are, and the caller hears
+    // why (the stdlib's submit raises when a thread cannot start, too).
+    lock.lock();
+    --s.workers;
+    s.worker_exited.notify_all();
+    throw;
+  }
   return nullptr;
 }
 
@@ -95,14 +104,32 @@ ThreadPool::Stats ThreadPool::stats() const {
 void ThreadPool::work(const std::shared_ptr<State>& state, std::size_t worker_number) {
   State& s = *state;
   current_pool = &s;
-  const Job::TakeNext take_next = [&s]() -> std::unique_ptr<Job> {
+  // Set when take_next() found the queue empty: the worker counts as idle from then on, while
+  // its job may still be finishing (for the binding, before it lets go of the GIL), so that a
+  // submit() that the job's completion triggers reuses this worker instead of starting another,
+  // as the stdlib's pool does.
+  bool counted_idle = false;
+  const Job::TakeNext take_next = [&s, &counted_idle]() -> std::unique_ptr<Job> {
     std::lock_guard<std::mutex> lock(s.mutex);
-    if (s.queue.empty()) return nullptr;
+    if (s.queue.empty()) {
+      if (!counted_idle) ++s.idle;
+      counted_idle = true;
+      return nullptr;
+    }
+    if (counted_idle) --s.idle;
+    counted_idle = false;
     std::unique_ptr<Job> job = std::move(s.queue.front());
     s.queue.pop_front();
     return job;
   };
-  std::unique_ptr<Job> claimed = take_next();
+  std::unique_ptr<Job> claimed;
+  {
+    std::lock_guard<std::mutex> lock(s.mutex);
+    if (!s.queue.empty()) {
+      claimed = std::move(s.queue.front());
+      s.queue.pop_front();
+    }
+  }
   const bool ready = !s.options.on_start || s.options.on_start(worker_number);
   if (!ready && claimed) {
     std::lock_guard<std::mutex> lock(s.mutex);
@@ -114,6 +141,8 @@ void ThreadPool::work(const std::shared_ptr<State>& state, std::size_t worker_nu
     claimed.reset();
   }
   std::unique_lock<std::mutex> lock(s.mutex);
+  if (counted_idle) --s.idle;
+  counted_idle = false;
   while (ready) {
     while (s.queue.empty() && !s.shutting_down) {
       ++s.idle;
@@ -135,6 +164,8 @@ void ThreadPool::work(const std::shared_ptr<State>& state, std::size_t worker_nu
     job->run(take_next);
     job.reset();
     lock.lock();
+    if (counted_idle) --s.idle;
+    counted_idle = false;
   }
   --s.workers;
   current_pool = nullptr;

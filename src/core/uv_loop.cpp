@@ -13,7 +13,10 @@ void check(int status, const char* what) {
   if (status < 0) throw std::runtime_error(std::string(what) + ": " + uv_strerror(status));
 }
 
-void on_poll_timer(uv_timer_t*) {}
+// The timer may fire in uv_run's timer phase, before the poll: if the millisecond clock ticked
+// between arming it and uv_run. Stopping the loop then makes the poll non-blocking; without it
+// the poll would wait for an event that no longer comes.
+void on_poll_timer(uv_timer_t* timer) { uv_stop(timer->loop); }
 void on_wakeup(uv_async_t*) {}
 
 }  // namespace

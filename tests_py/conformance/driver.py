@@ -12,7 +12,7 @@ goes through the policy (``asyncio.new_event_loop()``, ``asyncio.run()``,
 ``asyncio.set_event_loop_policy(None)`` in CPython's tearDowns) gets the loop
 under test. Loop-parametrised mixins get generated subclasses whose
 ``create_event_loop`` / ``new_loop`` return the loop under test (see
-``config.py``). Every loop created through either path is counted, so the
+``conformance_config.py``). Every loop created through either path is counted, so the
 harness can prove the loop under test really ran.
 
 Output: one JSON object per line in ``--results FILE`` (written as the run
@@ -23,8 +23,10 @@ JSON summary on stdout after a ``=== CONFORMANCE RESULTS ===`` marker line:
 """
 
 import argparse
+import errno
 import faulthandler
 import importlib
+import ipaddress
 import json
 import os
 import sys
@@ -36,8 +38,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-import config  # noqa: E402
-import expectations  # noqa: E402
+import conformance_config as config  # noqa: E402
+import conformance_expectations as expectations  # noqa: E402
 
 PKG = 'test.test_asyncio'
 RESULTS_MARKER = '=== CONFORMANCE RESULTS ==='
@@ -92,6 +94,9 @@ class LoopCounter:
     def factory(self):
         return self.record(self.spec.new_event_loop(), 'factory')
 
+    def snapshot(self):
+        return dict(self.counts, other_types=sorted(self.other_types))
+
     def total(self):
         return self.counts['policy'] + self.counts['factory']
 
@@ -121,6 +126,53 @@ def install_policy(spec, counter):
     asyncio.set_event_loop_policy(None)
     assert type(asyncio.get_event_loop_policy()) is ConformancePolicy
     return ConformancePolicy
+
+
+_LOCAL_NAMES = {None, '', b'', 'localhost', b'localhost',
+                'localhost.localdomain', 'ip6-localhost'}
+
+
+def _is_local_host(host, *, numeric_ok):
+    if host in _LOCAL_NAMES:
+        return True
+    if isinstance(host, bytes):
+        host = host.decode('ascii', 'replace')
+    if not isinstance(host, str):
+        return True         # not an address we understand: let it through
+    try:
+        ip = ipaddress.ip_address(host.split('%', 1)[0])
+    except ValueError:
+        return False        # a host name: resolving it needs DNS
+    if numeric_ok:
+        return True         # resolving a numeric address sends nothing
+    if getattr(ip, 'ipv4_mapped', None) is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or ip.is_unspecified
+
+
+def install_network_guard():
+    """Refuse traffic that would leave the machine: connect()/sendto() to a
+    non-loopback IP address and name resolution of non-local host names
+    raise OSError(ENETUNREACH). (CPython's test_asyncio only uses the
+    loopback interface; this makes sure nothing else slips through. Code
+    that resolves or connects in C without Python's socket module, e.g.
+    inside libuv, is not covered.)"""
+    def hook(event, args):
+        if event in ('socket.connect', 'socket.sendto'):
+            addr = args[1]
+            if (isinstance(addr, tuple) and addr
+                    and not _is_local_host(addr[0], numeric_ok=False)):
+                raise OSError(errno.ENETUNREACH,
+                              f'conformance harness: no network outside '
+                              f'loopback ({event} {addr!r})')
+        elif event in ('socket.getaddrinfo', 'socket.gethostbyname',
+                       'socket.gethostbyname_ex', 'socket.gethostbyaddr'):
+            host = args[0] if args else None
+            if not _is_local_host(host, numeric_ok=True):
+                raise OSError(errno.ENETUNREACH,
+                              f'conformance harness: no DNS ({event} '
+                              f'{host!r})')
+    sys.addaudithook(hook)
 
 
 def short_id(test_or_id):
@@ -167,9 +219,10 @@ _RANK = {'pass': 0, 'xfail': 1, 'skip': 1, 'xpass': 2, 'fail': 3, 'error': 4}
 class Recorder(unittest.TestResult):
     """Collects one outcome per test id and streams it as JSON lines."""
 
-    def __init__(self, emit, per_test_timeout, verbose=False):
+    def __init__(self, emit, counter, per_test_timeout, verbose=False):
         super().__init__()
         self.emit = emit
+        self.counter = counter
         self.per_test_timeout = per_test_timeout
         self.verbose = verbose
         self.results = {}
@@ -199,7 +252,7 @@ class Recorder(unittest.TestResult):
 
     def _store(self, rec):
         self.results[rec['id']] = rec
-        self.emit(dict(rec, event='result'))
+        self.emit(dict(rec, event='result', loops=self.counter.snapshot()))
         if self.verbose:
             print(f"[{rec['outcome'].upper():5}] {rec['id']}"
                   + (f"  -- {rec['reason']}" if rec['reason'] else ''),
@@ -291,6 +344,11 @@ def make_target_class(mod, tdef, factory):
     cls = type(name, bases, ns)
     if hook == 'setup_loop':
         def setUp(self):
+            # A fresh default policy (i.e. the loop under test's policy):
+            # earlier tests may have left e.g. a mock child watcher installed
+            # (test_subprocess.GenericWatcherTests does).
+            import asyncio
+            asyncio.set_event_loop_policy(None)
             super(cls, self).setUp()
             self.loop = factory()
             self.set_event_loop(self.loop)
@@ -301,20 +359,50 @@ def make_target_class(mod, tdef, factory):
     return cls
 
 
-def patch_new_test_loop(factory):
+def patch_new_test_loop(factory, keep=()):
     """test_utils.TestCase.new_test_loop() without a time generator gives
-    the loop under test instead of the fake-clock TestLoop."""
+    the loop under test instead of the fake-clock TestLoop, except in test
+    classes (any class in the MRO) or test methods named in *keep*."""
     from test.test_asyncio import utils as test_utils
     orig = test_utils.TestCase.new_test_loop
+    keep = frozenset(keep)
 
     def new_test_loop(self, gen=None):
-        if gen is not None:
+        if (gen is not None or self._testMethodName in keep
+                or any(c.__name__ in keep for c in type(self).__mro__)):
             return orig(self, gen)
         loop = factory()
         self.set_event_loop(loop)
         return loop
 
     test_utils.TestCase.new_test_loop = new_test_loop
+
+
+def patch_close_loop():
+    """test_utils.TestCase.close_loop() reads the private BaseEventLoop
+    attribute ``_default_executor``. Loops that are not BaseEventLoop
+    subclasses (uvloop) lack it, which would turn every test's cleanup into
+    an error; for those, shut the default executor down through the public
+    API instead. Loops that have the attribute get CPython's code unchanged.
+    """
+    from test.test_asyncio import utils as test_utils
+    orig = test_utils.TestCase.close_loop
+
+    class _NoExecutor:
+        _default_executor = None
+
+    def close_loop(loop):
+        if hasattr(loop, '_default_executor'):
+            return orig(loop)
+        if not loop.is_closed():
+            loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+        # the child-watcher bookkeeping of the original
+        shadow = _NoExecutor()
+        shadow.close = lambda: None
+        return orig(shadow)
+
+    test_utils.TestCase.close_loop = staticmethod(close_loop)
 
 
 def iter_tests(suite):
@@ -363,11 +451,16 @@ def main(argv=None):
                     help='also run tests listed in slow.txt')
     ap.add_argument('--per-test-timeout', type=float,
                     default=config.PER_TEST_TIMEOUT)
+    ap.add_argument('--allow-network', action='store_true',
+                    help='do not install the audit hook that refuses '
+                         'non-loopback connections and DNS look-ups')
     ap.add_argument('-v', '--verbose', action='store_true')
     args = ap.parse_args(argv)
 
     faulthandler.enable()
-    out = open(args.results, 'a', buffering=1) if args.results else None
+    if not args.allow_network:
+        install_network_guard()
+    out = open(args.results, 'w', buffering=1) if args.results else None
 
     def emit(rec):
         if out is not None:
@@ -396,8 +489,10 @@ def main(argv=None):
         results[rec['id']] = rec
         tests = []
     else:
+        patch_close_loop()
         if modcfg.get('real_test_loop'):
-            patch_new_test_loop(counter.factory)
+            patch_new_test_loop(counter.factory,
+                                modcfg.get('keep_test_loop', ()))
         tests = build_tests(mod, modcfg, counter.factory)
 
     entries = ([] if args.no_skips else
@@ -428,7 +523,7 @@ def main(argv=None):
             continue
         to_run.append(t)
 
-    recorder = Recorder(emit, args.per_test_timeout, verbose=args.verbose)
+    recorder = Recorder(emit, counter, args.per_test_timeout, verbose=args.verbose)
     t0 = time.monotonic()
     # A top-level TestSuite.run() also runs setUpModule/tearDownModule and the
     # class fixtures.

@@ -11,6 +11,7 @@ Used by ``tests_py/test_conformance.py``; also a CLI::
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,8 +24,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-import config  # noqa: E402
-import expectations  # noqa: E402
+import conformance_config as config  # noqa: E402
+import conformance_expectations as expectations  # noqa: E402
 
 DRIVER = os.path.join(HERE, 'driver.py')
 FAILING = frozenset({'fail', 'error', 'xpass', 'crash', 'timeout'})
@@ -172,6 +173,7 @@ def run_module(loop, module, *, timeout=None, run_slow=False,
             ended = False
             current = None
             started_any = False
+            loops = None      # last loop-count snapshot of this attempt
             if os.path.exists(res_path):
                 with open(res_path, encoding='utf-8') as f:
                     for line in f:
@@ -190,13 +192,16 @@ def run_module(loop, module, *, timeout=None, run_slow=False,
                             run.results[ev['id']] = rec
                             if ev['id'] == current:
                                 current = None
+                            loops = ev.get('loops', loops)
                         elif kind == 'end':
                             ended = True
-                            for k, v in ev['loops_created'].items():
-                                run.loops_created[k] = (
-                                    run.loops_created.get(k, 0) + v)
-                            run.other_loop_types.update(
-                                ev.get('other_loop_types', ()))
+                            loops = dict(ev['loops_created'],
+                                         other_types=ev.get(
+                                             'other_loop_types', ()))
+            if loops:
+                for k in ('policy', 'factory', 'other_type'):
+                    run.loops_created[k] += loops.get(k, 0)
+                run.other_loop_types.update(loops.get('other_types', ()))
             if ended:
                 if rc != 0:
                     run.results[f'{module}.<interpreter-shutdown>'] = {
@@ -276,6 +281,8 @@ class Comparison:
         # Entries that no longer describe a failure.
         self.stale = []         # (entry, why)
         for e in self.entries:
+            if e.flaky:
+                continue
             matched = [tid for tid in run.results if e.matches(tid)]
             if not matched:
                 self.stale.append((e, 'matches no test that ran'))
@@ -333,9 +340,24 @@ class Comparison:
 
     def suggestions(self):
         """Candidate expected-file lines for the unexpected failures.
-        The reason is the raw error: edit it into a real explanation."""
-        return [f'{tid}  # {rec["outcome"]}: {rec["reason"][:160]}'
-                for tid, rec in self.unexpected.items()]
+        The reason is the raw error (or, for turboloop's NotImplementedError
+        placeholders, the issue named in the message): check it and edit it
+        into a real explanation."""
+        out = []
+        for tid, rec in self.unexpected.items():
+            m = _NIE_RE.search(rec['reason'])
+            if m:
+                reason = (f'needs {m.group(2)} issue: loop.{m.group(1)}() '
+                          f'raises NotImplementedError')
+            else:
+                reason = f'{rec["outcome"]}: {rec["reason"][:160]}'
+            out.append(f'{tid}  # {reason}')
+        return out
+
+
+# The message of turboloop's not-yet-implemented I/O methods.
+_NIE_RE = re.compile(r'does not implement loop\.(\w+)\(\) yet '
+                     r'\(it comes with the (.+?) work\)')
 
 
 # --------------------------------------------------------------- parallelism
@@ -374,6 +396,8 @@ def main(argv=None):
     ap.add_argument('--suggest', action='store_true',
                     help='print candidate expected-file lines for '
                          'unexpected failures')
+    ap.add_argument('--prune', action='store_true',
+                    help='delete stale entries from the expected file')
     ap.add_argument('--json', help='write all outcomes to this JSON file')
     ap.add_argument('--keep', help='keep driver stdout/stderr/results in '
                                    'this directory')
@@ -393,8 +417,10 @@ def main(argv=None):
     ok = True
     table = []
     everything = {}
+    stale = []
     for run in runs:
         cmp = Comparison(run, entries)
+        stale.extend(e for e, _ in cmp.stale)
         print(cmp.text(verbose_tracebacks=False))
         if args.suggest and cmp.unexpected:
             print('  suggested entries:')
@@ -407,7 +433,10 @@ def main(argv=None):
                       c['skip'], run.loops_created_total, run.elapsed))
         everything[run.module] = {
             'elapsed': run.elapsed, 'loops_created': run.loops_created,
-            'results': {t: {'outcome': r['outcome'], 'reason': r['reason']}
+            'results': {t: {'outcome': r['outcome'], 'reason': r['reason'],
+                            'duration': r.get('duration') or 0.0,
+                            **({'traceback': r['traceback']}
+                               if r['outcome'] in FAILING else {})}
                         for t, r in run.results.items()}}
     print()
     hdr = ('module', 'pass', 'fail', 'xfail', 'unexp', 'skip', 'loops', 'sec')
@@ -421,8 +450,24 @@ def main(argv=None):
         with open(args.json, 'w') as f:
             json.dump({'loop': args.loop, 'modules': everything}, f,
                       indent=1, sort_keys=True)
+    if args.prune and stale:
+        prune(stale)
     print('OK' if ok else 'PROBLEMS FOUND')
     return 0 if ok else 1
+
+
+def prune(entries):
+    """Delete the lines of *entries* from their files."""
+    by_file = {}
+    for e in entries:
+        by_file.setdefault(e.source, set()).add(e.lineno)
+    for path, linenos in by_file.items():
+        with open(path, encoding='utf-8') as f:
+            lines = f.readlines()
+        kept = [l for i, l in enumerate(lines, 1) if i not in linenos]
+        with open(path, 'w', encoding='utf-8') as f:
+            f.writelines(kept)
+        print(f'pruned {len(lines) - len(kept)} stale entries from {path}')
 
 
 if __name__ == '__main__':

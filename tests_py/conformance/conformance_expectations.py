@@ -5,6 +5,7 @@ are ignored)::
 
     PATTERN  # reason
     skip: PATTERN  # reason
+    flaky: PATTERN  # reason
 
 ``PATTERN`` is a test id ``module.Class.test_method`` (module without the
 ``test.test_asyncio.`` prefix), an ``fnmatch`` glob over test ids
@@ -13,8 +14,10 @@ prefix naming a whole class or module (``test_sendfile.TargetSendfileTests``)
 which matches every test id below it.
 
 A plain entry is an *expected failure*: the test runs, and its failing is
-not a regression. A ``skip:`` entry is not run at all (hangs, crashes the
-interpreter, or is too slow for CI); use it sparingly.
+not a regression; when every test it matches passes, the entry is reported
+as stale. A ``flaky:`` entry is the same except that it is never reported
+as stale (the test sometimes passes). A ``skip:`` entry is not run at all
+(hangs, crashes the interpreter, or is too slow for CI); use it sparingly.
 
 Every entry needs a reason after `` # ``; a missing reason or one starting
 with ``TODO`` is a format error.
@@ -32,12 +35,13 @@ class FormatError(ValueError):
 
 
 class Entry:
-    __slots__ = ('pattern', 'reason', 'skip', 'source', 'lineno')
+    __slots__ = ('pattern', 'reason', 'skip', 'flaky', 'source', 'lineno')
 
-    def __init__(self, pattern, reason, skip, source, lineno):
+    def __init__(self, pattern, reason, skip, source, lineno, flaky=False):
         self.pattern = pattern
         self.reason = reason
         self.skip = skip
+        self.flaky = flaky
         self.source = source
         self.lineno = lineno
 
@@ -54,11 +58,12 @@ class Entry:
         return f'{os.path.basename(self.source)}:{self.lineno}'
 
     def __repr__(self):
-        kind = 'skip: ' if self.skip else ''
+        kind = 'skip: ' if self.skip else 'flaky: ' if self.flaky else ''
         return f'{kind}{self.pattern}  # {self.reason}'
 
 
-_LINE_RE = re.compile(r'^(?P<skip>skip:\s*)?(?P<pattern>\S+)\s+#\s*(?P<reason>.*)$')
+_LINE_RE = re.compile(r'^(?:(?P<kind>skip|flaky):\s*)?(?P<pattern>\S+)'
+                      r'\s+#\s*(?P<reason>.*)$')
 
 
 def parse_file(path, *, force_skip=False):
@@ -73,15 +78,16 @@ def parse_file(path, *, force_skip=False):
             m = _LINE_RE.match(line)
             if not m:
                 raise FormatError(
-                    f'{path}:{lineno}: expected "PATTERN  # reason" '
-                    f'or "skip: PATTERN  # reason", got {line!r}')
+                    f'{path}:{lineno}: expected "[skip: |flaky: ]PATTERN  '
+                    f'# reason", got {line!r}')
             reason = m.group('reason').strip()
             if not reason or reason.upper().startswith('TODO'):
                 raise FormatError(f'{path}:{lineno}: entry {line!r} has no '
                                   f'reason; every entry must say why')
+            kind = m.group('kind')
             entries.append(Entry(m.group('pattern'), reason,
-                                 bool(m.group('skip')) or force_skip,
-                                 path, lineno))
+                                 kind == 'skip' or force_skip,
+                                 path, lineno, flaky=kind == 'flaky'))
     return entries
 
 

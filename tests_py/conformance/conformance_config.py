@@ -70,7 +70,11 @@ MODULES = {
                  for c in ('RunTests', 'RunnerTests')],
         drop=['RunTests', 'RunnerTests']),
     'test_taskgroups': dict(tag='core', timeout=180),
-    'test_tasks': dict(real_test_loop=True, tag='core', timeout=300),
+    'test_tasks': dict(
+        real_test_loop=True, tag='core', timeout=300,
+        # These drive the loop through BaseEventLoop/TestLoop internals
+        # (loop._ready, loop._run_once()) and so stay on TestLoop.
+        keep_test_loop=['GatherTestsBase', 'test_log_destroyed_pending_task']),
     'test_threads': dict(tag='core', timeout=120),
     'test_timeouts': dict(tag='core', timeout=180),
     'test_waitfor': dict(tag='core', timeout=180),
@@ -143,4 +147,4 @@ DEFAULT_LOOP = 'turboloop'
 # Per-test watchdog inside the driver: a single test running longer than this
 # is considered hung; its traceback is dumped and the driver exits, the
 # harness records the test as 'timeout' and restarts the module without it.
-PER_TEST_TIMEOUT = 60.0
+PER_TEST_TIMEOUT = 30.0
