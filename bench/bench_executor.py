@@ -32,6 +32,8 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+from _report import fmt_rate, nproc, ratio
+
 MAX_WORKERS = 4          # concurrent.futures workloads: ThreadPoolExecutor(max_workers=4)
 GATHER_WIDTH = 1_000     # rie_gather: run_in_executor calls in flight per gather
 WORKER_TIMEOUT = 300.0   # seconds before a worker is declared hung
@@ -178,29 +180,6 @@ def _subprocess(args: List[str], timeout: float) -> Dict[str, Any]:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
         return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
     return json.loads(lines[-1])
-
-
-def fmt_rate(value: Optional[float]) -> str:
-    if value is None:
-        return "n/a"
-    if value >= 1e6:
-        return f"{value / 1e6:.2f}M"
-    if value >= 1e3:
-        return f"{value / 1e3:.1f}k"
-    return f"{value:.0f}"
-
-
-def ratio(num: Optional[float], den: Optional[float]) -> str:
-    if not num or not den:
-        return "-"
-    return f"{num / den:.2f}x"
-
-
-def nproc() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def main(argv: Optional[List[str]] = None) -> int:

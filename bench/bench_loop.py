@@ -40,6 +40,8 @@ import threading
 import time
 from typing import Any, Callable, Coroutine, Dict, List, Optional
 
+from _report import fmt_rate, nproc, ratio
+
 LOOPS: List[str] = ["asyncio", "uvloop", "turboloop"]
 
 # Operation counts per workload: full run and --quick smoke run.
@@ -319,32 +321,6 @@ def probe(loop_name: str) -> Dict[str, Any]:
     if "error" in info:  # the probe itself crashed (e.g. segfault on import)
         return {"ok": False, "error": info["error"]}
     return info
-
-
-def nproc() -> int:
-    """CPUs usable by this process (what ``nproc`` prints)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
-
-
-def fmt_rate(value: Optional[float]) -> str:
-    """Human-readable ops/s."""
-    if value is None:
-        return "n/a"
-    if value >= 1e6:
-        return f"{value / 1e6:.2f}M"
-    if value >= 1e3:
-        return f"{value / 1e3:.1f}k"
-    return f"{value:.0f}"
-
-
-def ratio(num: Optional[float], den: Optional[float]) -> str:
-    """Format num/den as ``1.23x`` or ``n/a``."""
-    if num is None or den is None or den == 0:
-        return "n/a"
-    return f"{num / den:.2f}x"
 
 
 def print_table(workloads: List[str], results: Dict[str, Dict[str, Any]],

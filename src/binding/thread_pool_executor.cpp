@@ -278,6 +278,13 @@ class MapJob : public PythonJob {
   MapJob(std::shared_ptr<MapResults> results, std::size_t index, py::object fn, py::object args)
       : results_(std::move(results)), index_(index), held_{{std::move(fn), std::move(args)}} {}
 
+  // A job dropped unrun, maybe on a thread without the GIL: the results may be the last reference.
+  ~MapJob() override {
+    if (!results_) return;
+    py::gil_scoped_acquire gil;
+    results_.reset();
+  }
+
   void abandon(py::handle make_error) override {
     held_.objects.clear();
     if (make_error.is_none())
