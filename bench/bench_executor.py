@@ -42,8 +42,14 @@ WORKER_TIMEOUT = 300.0   # seconds before a worker is declared hung
 WORKLOADS: Dict[str, tuple] = {
     "cf_submit_all": ("pool", 200_000, 5_000,
                       "submit N trivial calls, then wait for all; ops = calls"),
+    "cf_submit_all_10us": ("pool", 100_000, 3_000,
+                           "as cf_submit_all with ~10 us of work per call"),
     "cf_submit_one": ("pool", 20_000, 1_000,
                       "submit one call, wait for its result, repeat; ops = calls (latency)"),
+    "cf_map": ("pool", 200_000, 5_000, "list(executor.map(f, range(N))); ops = calls"),
+    "cf_map_10us": ("pool", 100_000, 3_000, "as cf_map with ~10 us of work per call"),
+    "cf_as_completed": ("pool", 200_000, 5_000,
+                        "submit N trivial calls, then iterate as_completed(); ops = calls"),
     "rie_sequential": ("loop", 20_000, 1_000,
                        "await loop.run_in_executor(None, f) one at a time; ops = calls"),
     "rie_gather": ("loop", 200_000, 5_000,
@@ -57,6 +63,18 @@ IMPLS = {
 
 def trivial(x: int) -> int:
     return x + 1
+
+
+# Loop steps that take about 10 us on this machine's CPython 3.11.
+_TEN_US_STEPS = 350
+
+
+def ten_microseconds(x: int) -> int:
+    """About 10 us of pure-Python work (it holds the GIL, as typical small tasks do)."""
+    total = x
+    for i in range(_TEN_US_STEPS):
+        total += i
+    return total - _TEN_US_STEPS * (_TEN_US_STEPS - 1) // 2 + 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,6 +107,37 @@ def wl_cf_submit_all(executor, n: int) -> int:
     for i, future in enumerate(futures):
         if future.result() != i + 1:
             raise AssertionError(f"wrong result for {i}")
+    return n
+
+
+def wl_cf_submit_all_10us(executor, n: int) -> int:
+    from concurrent.futures import wait
+    submit = executor.submit
+    futures = [submit(ten_microseconds, i) for i in range(n)]
+    wait(futures)
+    if [f.result() for f in futures] != [i + 1 for i in range(n)]:
+        raise AssertionError("wrong results")
+    return n
+
+
+def wl_cf_map(executor, n: int) -> int:
+    if list(executor.map(trivial, range(n))) != [i + 1 for i in range(n)]:
+        raise AssertionError("wrong map results")
+    return n
+
+
+def wl_cf_map_10us(executor, n: int) -> int:
+    if list(executor.map(ten_microseconds, range(n))) != [i + 1 for i in range(n)]:
+        raise AssertionError("wrong map results")
+    return n
+
+
+def wl_cf_as_completed(executor, n: int) -> int:
+    from concurrent.futures import as_completed
+    submit = executor.submit
+    total = sum(f.result() for f in as_completed([submit(trivial, i) for i in range(n)]))
+    if total != n * (n + 1) // 2:
+        raise AssertionError("wrong as_completed results")
     return n
 
 

@@ -13,6 +13,7 @@ import errno
 import signal
 import sys
 import threading
+import warnings
 from asyncio import coroutines, events
 from asyncio.base_events import _format_handle
 from asyncio.log import logger
@@ -88,8 +89,16 @@ class Loop(LoopCore, asyncio.BaseEventLoop):  # type: ignore[misc]
             return
         if self._debug:
             logger.debug("Close %r", self)
-        for sig in list(self._signal_handlers):
-            self.remove_signal_handler(sig)
+        if not sys.is_finalizing():
+            for sig in list(self._signal_handlers):
+                self.remove_signal_handler(sig)
+        elif self._signal_handlers:
+            warnings.warn(
+                f"Closing the loop {self!r} on interpreter shutdown stage, skipping signal handlers removal",
+                ResourceWarning,
+                source=self,
+            )
+            self._signal_handlers.clear()
         self._shutdown_core()
         self._executor_shutdown_called = True
         executor = self._default_executor
