@@ -100,26 +100,32 @@ PyObject* schedule_timer(PyObject* self, LoopCore* core, double when, PyObject* 
                   [&](HandleRef handle) { core->scheduler.call_at(when, std::move(handle)); });
 }
 
-PyObject* call_soon(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+// call_soon and call_soon_threadsafe: the same checks (asyncio skips the thread check for the
+// thread-safe one), then `enqueue(core, handle)`.
+template <typename Enqueue>
+PyObject* schedule_soon(const char* method, bool check_thread, PyObject* self, PyObject* const* args,
+                        Py_ssize_t nargs, PyObject* kwnames, Enqueue&& enqueue) {
   PyObject* context;
-  if (!parse_context("call_soon", args, nargs, kwnames, &context)) return nullptr;
-  if (!require_positional("call_soon", nargs, {"callback"})) return nullptr;
+  if (!parse_context(method, args, nargs, kwnames, &context)) return nullptr;
+  if (!require_positional(method, nargs, {"callback"})) return nullptr;
   LoopCore* core = loop_core(self);
-  if (core == nullptr || !check_loop(core, args[0], "call_soon", true)) return nullptr;
+  if (core == nullptr || !check_loop(core, args[0], method, check_thread)) return nullptr;
   return schedule(self, core, &HandleType, 0.0, args, nargs, context,
-                  [&](HandleRef handle) { core->scheduler.call_soon(std::move(handle)); });
+                  [&](HandleRef handle) { enqueue(core, std::move(handle)); });
+}
+
+PyObject* call_soon(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return schedule_soon("call_soon", true, self, args, nargs, kwnames,
+                       [](LoopCore* core, HandleRef handle) { core->scheduler.call_soon(std::move(handle)); });
 }
 
 PyObject* call_soon_threadsafe(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
-  PyObject* context;
-  if (!parse_context("call_soon_threadsafe", args, nargs, kwnames, &context)) return nullptr;
-  if (!require_positional("call_soon_threadsafe", nargs, {"callback"})) return nullptr;
-  LoopCore* core = loop_core(self);
-  if (core == nullptr || !check_loop(core, args[0], "call_soon_threadsafe", false)) return nullptr;
-  return schedule(self, core, &HandleType, 0.0, args, nargs, context, [&](HandleRef handle) {
-    // Debug mode ran Python code above, during which another thread may have closed the loop.
-    if (core->scheduler.call_soon_threadsafe(std::move(handle)) && core->uv) core->uv->wake();
-  });
+  return schedule_soon("call_soon_threadsafe", false, self, args, nargs, kwnames,
+                       [](LoopCore* core, HandleRef handle) {
+                         // Debug mode ran Python code above, during which another thread may
+                         // have closed the loop.
+                         if (core->scheduler.call_soon_threadsafe(std::move(handle)) && core->uv) core->uv->wake();
+                       });
 }
 
 PyObject* call_at(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {

@@ -54,6 +54,8 @@ PyObject* call_catching(PyObject* fn, PyObject* args, PyObject* kwargs, PyObject
 // GIL hand-off per burst of short jobs instead of one per job.
 class PythonJob : public core::Job {
  public:
+  explicit PythonJob(std::vector<py::object> held) : held_{std::move(held)} {}
+
   void run(const TakeNext& take_next) final {
     py::gil_scoped_acquire gil;
     run_with_gil();
@@ -65,15 +67,25 @@ class PythonJob : public core::Job {
   virtual void abandon(py::handle make_error) = 0;
 
  protected:
-  // Runs the job and drops its Python references.
-  virtual void run_with_gil() = 0;
+  // Runs the job (with the GIL).
+  virtual void call() = 0;
+  // Drops what the job holds, with the GIL, so that the job is destroyed without it.
+  virtual void release() { held_.objects.clear(); }
+
+  GilObjects held_;
+
+ private:
+  void run_with_gil() {
+    call();
+    release();
+  }
 };
 
 // A concurrent.futures work item: the stdlib's _WorkItem.run.
 class FutureJob : public PythonJob {
  public:
   FutureJob(py::object future, py::object fn, py::object args, py::object kwargs)
-      : held_{{std::move(future), std::move(fn), std::move(args), std::move(kwargs)}} {}
+      : PythonJob({std::move(future), std::move(fn), std::move(args), std::move(kwargs)}) {}
 
   void abandon(py::handle make_error) override {
     py::object future = held_.objects[0];
@@ -85,12 +97,7 @@ class FutureJob : public PythonJob {
   }
 
  private:
-  void run_with_gil() override {
-    call();
-    held_.objects.clear();
-  }
-
-  void call() {
+  void call() override {
     PyObject* future = held_.objects[0].ptr();
     PyObject* started = PyObject_CallMethod(future, "set_running_or_notify_cancel", nullptr);
     if (started == nullptr) return PyErr_WriteUnraisable(future);
@@ -108,8 +115,6 @@ class FutureJob : public PythonJob {
     if (outcome == nullptr) PyErr_WriteUnraisable(future);
     Py_XDECREF(outcome);
   }
-
-  GilObjects held_;
 };
 
 // run_in_executor's job: runs fn(*args) unless the asyncio future was cancelled first, then hands
@@ -117,7 +122,7 @@ class FutureJob : public PythonJob {
 class LoopJob : public PythonJob {
  public:
   LoopJob(py::object loop, py::object complete, py::object future, py::object fn, py::object args)
-      : held_{{std::move(loop), std::move(complete), std::move(future), std::move(fn), std::move(args)}} {}
+      : PythonJob({std::move(loop), std::move(complete), std::move(future), std::move(fn), std::move(args)}) {}
 
   // The asyncio future belongs to its loop: it is cancelled or failed there.
   void abandon(py::handle make_error) override {
@@ -132,12 +137,7 @@ class LoopJob : public PythonJob {
   }
 
  private:
-  void run_with_gil() override {
-    call();
-    held_.objects.clear();
-  }
-
-  void call() {
+  void call() override {
     PyObject* loop = held_.objects[0].ptr();
     PyObject* future = held_.objects[2].ptr();
     PyObject* cancelled = PyObject_CallMethod(future, "cancelled", nullptr);
@@ -159,8 +159,6 @@ class LoopJob : public PythonJob {
     Py_XDECREF(scheduled);
     Py_DECREF(value);
   }
-
-  GilObjects held_;
 };
 
 // The results of one Executor.map call: one slot per item, filled by the workers in any order and
@@ -276,7 +274,7 @@ class MapResults {
 class MapJob : public PythonJob {
  public:
   MapJob(std::shared_ptr<MapResults> results, std::size_t index, py::object fn, py::object args)
-      : results_(std::move(results)), index_(index), held_{{std::move(fn), std::move(args)}} {}
+      : PythonJob({std::move(fn), std::move(args)}), results_(std::move(results)), index_(index) {}
 
   // A job dropped unrun, maybe on a thread without the GIL: the results may be the last reference.
   ~MapJob() override {
@@ -286,28 +284,28 @@ class MapJob : public PythonJob {
   }
 
   void abandon(py::handle make_error) override {
-    held_.objects.clear();
     if (make_error.is_none())
       results_->cancel(index_);
     else if (results_->start(index_))
       results_->finish(index_, make_error().release().ptr(), /*failed=*/true);
-    results_.reset();
+    release();
   }
 
  private:
-  void run_with_gil() override {
-    if (results_->start(index_)) {
-      PyObject* error = nullptr;
-      PyObject* result = call_catching(held_.objects[0].ptr(), held_.objects[1].ptr(), nullptr, &error);
-      results_->finish(index_, result != nullptr ? result : error, result == nullptr);
-    }
+  void call() override {
+    if (!results_->start(index_)) return;
+    PyObject* error = nullptr;
+    PyObject* result = call_catching(held_.objects[0].ptr(), held_.objects[1].ptr(), nullptr, &error);
+    results_->finish(index_, result != nullptr ? result : error, result == nullptr);
+  }
+
+  void release() override {
     held_.objects.clear();
     results_.reset();  // the last reference may be this one: drop it while the GIL is held
   }
 
   std::shared_ptr<MapResults> results_;
   std::size_t index_;
-  GilObjects held_;
 };
 
 // The thread state a worker released the GIL from, taken back when the worker exits.
