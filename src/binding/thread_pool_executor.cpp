@@ -81,6 +81,19 @@ class PythonJob : public core::Job {
   }
 };
 
+// Calls obj.<name>() and tells whether it returned True: 1, 0, or -1 after reporting an error
+// as unraisable (a job has no caller to raise to).
+int call_returns_true(PyObject* obj, const char* name) {
+  PyObject* result = PyObject_CallMethod(obj, name, nullptr);
+  if (result == nullptr) {
+    PyErr_WriteUnraisable(obj);
+    return -1;
+  }
+  const int is_true = result == Py_True;
+  Py_DECREF(result);
+  return is_true;
+}
+
 // A concurrent.futures work item: the stdlib's _WorkItem.run.
 class FutureJob : public PythonJob {
  public:
@@ -99,11 +112,7 @@ class FutureJob : public PythonJob {
  private:
   void call() override {
     PyObject* future = held_.objects[0].ptr();
-    PyObject* started = PyObject_CallMethod(future, "set_running_or_notify_cancel", nullptr);
-    if (started == nullptr) return PyErr_WriteUnraisable(future);
-    const bool cancelled = started == Py_False;
-    Py_DECREF(started);
-    if (cancelled) return;
+    if (call_returns_true(future, "set_running_or_notify_cancel") != 1) return;
     PyObject* error = nullptr;
     PyObject* result = call_catching(held_.objects[1].ptr(), held_.objects[2].ptr(), held_.objects[3].ptr(), &error);
     static PyObject* set_result = PyUnicode_InternFromString("set_result");
@@ -140,11 +149,7 @@ class LoopJob : public PythonJob {
   void call() override {
     PyObject* loop = held_.objects[0].ptr();
     PyObject* future = held_.objects[2].ptr();
-    PyObject* cancelled = PyObject_CallMethod(future, "cancelled", nullptr);
-    if (cancelled == nullptr) return PyErr_WriteUnraisable(future);
-    const bool skip = cancelled == Py_True;
-    Py_DECREF(cancelled);
-    if (skip) return;
+    if (call_returns_true(future, "cancelled") != 0) return;
     PyObject* error = nullptr;
     PyObject* result = call_catching(held_.objects[3].ptr(), held_.objects[4].ptr(), nullptr, &error);
     PyObject* value = result != nullptr ? result : error;
