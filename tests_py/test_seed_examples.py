@@ -201,18 +201,10 @@ A02_MODES = ("stock", "runner", "install")
 COVERED = {s.program for s in SCENARIOS} | {"a02_flask_login.py"}
 
 
-# Programs that need loop features a later issue brings: expected to fail on turboloop until then
-# (strict, so the mark must go as soon as they pass).
-NEEDS_LATER_WORK = {"e04-local-server": "aiohttp needs the loop's TCP methods (the TCP issue, #5)"}
-
-
 def _params():
     for sc in SCENARIOS:
         for mode in sc.modes:
-            marks = []
-            if mode != "stock" and sc.id in NEEDS_LATER_WORK:
-                marks.append(pytest.mark.xfail(strict=True, reason=NEEDS_LATER_WORK[sc.id]))
-            yield pytest.param(sc, mode, id=f"{sc.id}-{mode}", marks=marks)
+            yield pytest.param(sc, mode, id=f"{sc.id}-{mode}")
 
 
 # ----------------------------------------------------------------------------------------------

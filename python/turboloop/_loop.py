@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
+import selectors
 import signal
 import sys
 import threading
 import warnings
+import weakref
 from asyncio import coroutines, events
 from asyncio.base_events import _format_handle
 from asyncio.log import logger
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable
 
 from turboloop._executor import ThreadPoolExecutor
 from turboloop._turboloop import LoopCore
@@ -42,21 +44,38 @@ def _complete_from_executor(future: asyncio.Future[Any], succeeded: bool, value:
     future.set_exception(value if asyncio_type is None else asyncio_type(*value.args))
 
 
-def _not_implemented(name: str, issue: str) -> NoReturn:
-    raise NotImplementedError(
-        f"turboloop does not implement loop.{name}() yet (it comes with the {issue} work); "
-        f"use asyncio's default loop for this program meanwhile"
-    )
+class _SelectorView:
+    """The part of a selector that asyncio's transports read (get_key, for their reprs), answered
+    from the loop's native descriptor watchers."""
+
+    def __init__(self, loop: Loop) -> None:
+        self._loop = loop
+
+    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
+        key = self._loop._fd_key(fileobj)
+        if key is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        events, reader, writer = key
+        return selectors.SelectorKey(fileobj, selectors._fileobj_to_fd(fileobj), events, (reader, writer))
 
 
-class Loop(LoopCore, asyncio.BaseEventLoop):  # type: ignore[misc]
-    """An asyncio event loop whose core is native C++ on libuv."""
+class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
+    """An asyncio event loop whose core is native C++ on libuv.
+
+    Descriptor readiness (add_reader and add_writer, which asyncio's sockets, transports, pipes
+    and servers are built on) is native; the selector event loop's code above it is asyncio's own.
+    """
 
     def __init__(self) -> None:
         LoopCore.__init__(self)
+        # Not the selector loop's __init__: the native core replaces its selector and self-pipe.
         asyncio.BaseEventLoop.__init__(self)
         # BaseEventLoop's Python queues and counters: the native scheduler replaces them.
         del self._ready, self._scheduled, self._timer_cancelled_count
+        self._selector = _SelectorView(self)
+        self._transports: weakref.WeakValueDictionary[int, asyncio.BaseTransport] = (
+            weakref.WeakValueDictionary()
+        )
         self._signal_handlers: dict[int, events.Handle] = {}
         self._saved_wakeup_fd: int | None = None
 
@@ -100,6 +119,8 @@ class Loop(LoopCore, asyncio.BaseEventLoop):  # type: ignore[misc]
             )
             self._signal_handlers.clear()
         self._shutdown_core()
+        # As the selector loop's close(): transports left open then report themselves as such.
+        self._selector = None
         self._executor_shutdown_called = True
         executor = self._default_executor
         if executor is not None:
@@ -218,80 +239,3 @@ class Loop(LoopCore, asyncio.BaseEventLoop):  # type: ignore[misc]
         except (ValueError, OSError) as exc:
             logger.info("set_wakeup_fd(-1) failed: %s", exc)
         self._saved_wakeup_fd = None
-
-    # -- I/O that later work brings (each raises NotImplementedError naming the method) -------
-
-    async def create_connection(self, *args: Any, **kwargs: Any) -> Any:
-        _not_implemented("create_connection", "TCP")
-
-    async def create_server(self, *args: Any, **kwargs: Any) -> Any:
-        _not_implemented("create_server", "TCP")
-
-    async def create_unix_connection(self, *args: Any, **kwargs: Any) -> Any:
-        _not_implemented("create_unix_connection", "TCP")
-
-    async def create_unix_server(self, *args: Any, **kwargs: Any) -> Any:
-        _not_implemented("create_unix_server", "TCP")
-
-    async def connect_accepted_socket(self, *args: Any, **kwargs: Any) -> Any:
-        _not_implemented("connect_accepted_socket", "TCP")
-
-    async def sock_recv(self, *args: Any, **kwargs: Any) -> Any:
-        _not_implemented("sock_recv", "TCP")
-
-    async def sock_recv_into(self, *args: Any, **kwargs: Any) -> Any:
-        _not_implemented("sock_recv_into", "TCP")
-
-    async def sock_recvfrom(self, *args: Any, **kwargs: Any) -> Any:
-        _not_implemented("sock_recvfrom", "TCP")
-
-    async def sock_recvfrom_into(self, *args: Any, **kwargs: Any) -> Any:
-        _not_implemented("sock_recvfrom_into", "TCP")
-
-    async def sock_sendall(self, *args: Any, **kwargs: Any) -> Any:
-        _not_implemented("sock_sendall", "TCP")
-
-    async def sock_sendto(self, *args: Any, **kwargs: Any) -> Any:
-        _not_implemented("sock_sendto", "TCP")
-
-    async def sock_connect(self, *args: Any, **kwargs: Any) -> Any:
-        _not_implemented("sock_connect", "TCP")
-
-    async def sock_accept(self, *args: Any, **kwargs: Any) -> Any:
-        _not_implemented("sock_accept", "TCP")
-
-    async def sock_sendfile(self, *args: Any, **kwargs: Any) -> Any:
-        _not_implemented("sock_sendfile", "TCP")
-
-    def add_reader(self, *args: Any, **kwargs: Any) -> None:
-        _not_implemented("add_reader", "TCP")
-
-    def remove_reader(self, *args: Any, **kwargs: Any) -> bool:
-        _not_implemented("remove_reader", "TCP")
-
-    def add_writer(self, *args: Any, **kwargs: Any) -> None:
-        _not_implemented("add_writer", "TCP")
-
-    def remove_writer(self, *args: Any, **kwargs: Any) -> bool:
-        _not_implemented("remove_writer", "TCP")
-
-    async def create_datagram_endpoint(self, *args: Any, **kwargs: Any) -> Any:
-        _not_implemented("create_datagram_endpoint", "UDP")
-
-    async def connect_read_pipe(self, *args: Any, **kwargs: Any) -> Any:
-        _not_implemented("connect_read_pipe", "pipes")
-
-    async def connect_write_pipe(self, *args: Any, **kwargs: Any) -> Any:
-        _not_implemented("connect_write_pipe", "pipes")
-
-    async def subprocess_exec(self, *args: Any, **kwargs: Any) -> Any:
-        _not_implemented("subprocess_exec", "subprocess")
-
-    async def subprocess_shell(self, *args: Any, **kwargs: Any) -> Any:
-        _not_implemented("subprocess_shell", "subprocess")
-
-    async def sendfile(self, *args: Any, **kwargs: Any) -> Any:
-        _not_implemented("sendfile", "TLS and sendfile")
-
-    async def start_tls(self, *args: Any, **kwargs: Any) -> Any:
-        _not_implemented("start_tls", "TLS and sendfile")

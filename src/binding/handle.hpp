@@ -43,6 +43,11 @@ class HandleRef {
   ~HandleRef() { Py_XDECREF(reinterpret_cast<PyObject*>(handle_)); }
 
   Handle* get() const { return handle_; }
+  // Another owned reference to the same Handle.
+  HandleRef share() const {
+    Py_XINCREF(reinterpret_cast<PyObject*>(handle_));
+    return HandleRef(handle_);
+  }
   bool cancelled() const { return handle_->cancelled; }
   void set_scheduled(bool scheduled) { handle_->scheduled = scheduled; }
 

@@ -15,6 +15,7 @@ namespace {
 void shutdown_core(LoopCore& core) {
   core.closed = true;
   core.scheduler.clear();
+  core.fds.reset();
   core.signals.reset();
   core.uv.reset();
 }
@@ -33,11 +34,19 @@ int traverse(PyObject* self, visitproc visit, void* arg) {
   core.scheduler.for_each([&](const HandleRef& item) {
     if (status == 0 && item.get() != nullptr) status = visit(reinterpret_cast<PyObject*>(item.get()), arg);
   });
+  if (core.fds) {
+    core.fds->for_each([&](PyObject* object) {
+      if (status == 0 && object != nullptr) status = visit(object, arg);
+    });
+  }
   return status;
 }
 
 int clear(PyObject* self) {
-  if (py::detail::is_holder_constructed(self)) py::cast<LoopCore&>(py::handle(self)).scheduler.clear();
+  if (!py::detail::is_holder_constructed(self)) return 0;
+  auto& core = py::cast<LoopCore&>(py::handle(self));
+  core.scheduler.clear();
+  core.fds.reset();
   return 0;
 }
 
@@ -76,6 +85,7 @@ void LoopCore::poll(py::handle self, double timeout) {
     py::gil_scoped_release without_gil;
     uv->poll(timeout);
   }
+  if (fds) fds->schedule_ready(scheduler);
   if (signals && signals->pending()) {
     py::list numbers;
     for (int number : signals->take()) numbers.append(number);
@@ -123,6 +133,7 @@ void register_loop(py::module_& module) {
           "_thread_id", [](const LoopCore& core) { return core.thread_id; },
           [](LoopCore& core, std::optional<unsigned long> id) { core.thread_id = id; });
   add_scheduling_methods(cls);
+  add_fd_methods(cls);
 }
 
 }  // namespace turboloop::binding

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "binding/common.hpp"
+#include "binding/fd_callbacks.hpp"
 #include "binding/handle.hpp"
 #include "core/signal_pipe.hpp"
 #include "core/uv_loop.hpp"
@@ -34,6 +35,8 @@ class LoopCore {
   // Released by close(): a closed loop holds no file descriptors.
   std::unique_ptr<core::UvLoop> uv;
   std::unique_ptr<core::SignalPipe> signals;
+  // Made by the first add_reader/add_writer.
+  std::unique_ptr<FdCallbacks> fds;
 
  private:
   void poll(py::handle self, double timeout);

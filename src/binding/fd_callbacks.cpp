@@ -1,0 +1,149 @@
+// add_reader/add_writer and their removal (see fd_callbacks.hpp), and their methods on LoopCore:
+// _add_reader, _remove_reader, _add_writer, _remove_writer and _fd_key, which asyncio's selector
+// event loop code (sock_*, transports) calls in place of its selector's.
+#include "binding/fd_callbacks.hpp"
+
+#include <cerrno>
+
+#include "binding/loop.hpp"
+
+namespace turboloop::binding {
+namespace {
+
+using core::FdWatchers;
+
+void cancel(const HandleRef& handle) {
+  if (handle.get() != nullptr) py::handle(reinterpret_cast<PyObject*>(handle.get())).attr("cancel")();
+}
+
+py::object handle_or_none(const HandleRef& handle) {
+  return py::reinterpret_borrow<py::object>(handle.get() != nullptr ? reinterpret_cast<PyObject*>(handle.get())
+                                                                      : Py_None);
+}
+
+// The descriptor of an int or of an object with fileno(), with the selectors module's errors.
+int fileobj_to_fd(py::handle fileobj) {
+  if (PyLong_CheckExact(fileobj.ptr())) {
+    const long fd = PyLong_AsLong(fileobj.ptr());
+    if (fd == -1 && PyErr_Occurred()) throw py::error_already_set();
+    if (fd >= 0 && fd <= INT_MAX) return static_cast<int>(fd);
+  }
+  // Never released: a static py::object would be released after the interpreter is gone.
+  static PyObject* const to_fd = py::object(py::module_::import("selectors").attr("_fileobj_to_fd")).release().ptr();
+  return py::handle(to_fd)(fileobj).cast<int>();
+}
+
+// The descriptor to remove: that of `fileobj`, or for a closed one the descriptor it was
+// registered under; -1 when it was never registered.
+int fd_to_remove(const FdCallbacks& fds, py::handle fileobj) {
+  try {
+    return fileobj_to_fd(fileobj);
+  } catch (py::error_already_set& error) {
+    if (!error.matches(PyExc_ValueError)) throw;
+    const int fd = fds.find_registered(fileobj);
+    if (fd < 0) throw;
+    return fd;
+  }
+}
+
+py::object add_callback(py::handle self, unsigned event, py::handle fileobj, py::handle callback, py::args args) {
+  auto& core = self.cast<LoopCore&>();
+  core.check_closed();
+  const int fd = fileobj_to_fd(fileobj);
+  Handle* handle = new_handle(&HandleType, callback.ptr(), args.ptr(), Py_None, self.ptr(), &core, 0.0);
+  if (handle == nullptr) throw py::error_already_set();
+  HandleRef owned(handle);
+  auto result = py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(handle));
+  if (!core.fds) core.fds = std::make_unique<FdCallbacks>(core.uv->raw());
+  core.fds->add(fd, fileobj, event, std::move(owned));
+  return result;
+}
+
+bool remove_callback(LoopCore& core, unsigned event, py::handle fileobj) {
+  if (core.closed) return false;
+  if (!core.fds) {
+    fileobj_to_fd(fileobj);  // still reject what is not a file object
+    return false;
+  }
+  return core.fds->remove(fd_to_remove(*core.fds, fileobj), event);
+}
+
+}  // namespace
+
+void FdCallbacks::add(int fd, py::handle fileobj, unsigned event, HandleRef handle) {
+  const int status = watchers_.watch(fd, watchers_.watched(fd) | event);
+  if (status != 0) {
+    errno = -status;
+    PyErr_SetFromErrno(PyExc_OSError);
+    throw py::error_already_set();
+  }
+  Slot& slot = slots_[fd];
+  slot.fileobj = py::reinterpret_borrow<py::object>(fileobj);
+  HandleRef& target = event == FdWatchers::kReadable ? slot.reader : slot.writer;
+  std::swap(target, handle);
+  cancel(handle);
+}
+
+bool FdCallbacks::remove(int fd, unsigned event) {
+  const auto found = slots_.find(fd);
+  if (found == slots_.end()) return false;
+  HandleRef removed;
+  std::swap(removed, event == FdWatchers::kReadable ? found->second.reader : found->second.writer);
+  const unsigned remaining = watchers_.watched(fd) & ~event;
+  watchers_.watch(fd, remaining);
+  if (remaining == 0) slots_.erase(found);
+  if (removed.get() == nullptr) return false;
+  cancel(removed);
+  return true;
+}
+
+int FdCallbacks::find_registered(py::handle fileobj) const {
+  for (const auto& [fd, slot] : slots_)
+    if (slot.fileobj.is(fileobj)) return fd;
+  return -1;
+}
+
+void FdCallbacks::schedule_ready(LoopScheduler& scheduler) {
+  watchers_.take_ready([&](int fd, unsigned events) {
+    for (const unsigned event : {FdWatchers::kReadable, FdWatchers::kWritable}) {
+      if (!(events & event)) continue;
+      const auto found = slots_.find(fd);
+      if (found == slots_.end()) return;
+      const HandleRef& handle = event == FdWatchers::kReadable ? found->second.reader : found->second.writer;
+      if (handle.get() == nullptr) continue;
+      if (handle.cancelled()) {
+        remove(fd, event);
+      } else {
+        scheduler.call_soon(handle.share());
+      }
+    }
+  });
+}
+
+py::object FdCallbacks::key(int fd) const {
+  const auto found = slots_.find(fd);
+  if (found == slots_.end()) return py::none();
+  return py::make_tuple(watchers_.watched(fd), handle_or_none(found->second.reader),
+                        handle_or_none(found->second.writer));
+}
+
+void add_fd_methods(py::class_<LoopCore>& cls) {
+  cls.def("_add_reader",
+          [](py::handle self, py::handle fd, py::handle callback, py::args args) {
+            return add_callback(self, FdWatchers::kReadable, fd, callback, args);
+          })
+      .def("_add_writer",
+           [](py::handle self, py::handle fd, py::handle callback, py::args args) {
+             return add_callback(self, FdWatchers::kWritable, fd, callback, args);
+           })
+      .def("_remove_reader",
+           [](LoopCore& core, py::handle fd) { return remove_callback(core, FdWatchers::kReadable, fd); })
+      .def("_remove_writer",
+           [](LoopCore& core, py::handle fd) { return remove_callback(core, FdWatchers::kWritable, fd); })
+      .def("_fd_key", [](LoopCore& core, py::handle fileobj) -> py::object {
+        if (!core.fds) return py::none();
+        return core.fds->key(fileobj_to_fd(fileobj));
+      });
+}
+
+}  // namespace turboloop::binding

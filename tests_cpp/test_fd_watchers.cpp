@@ -1,0 +1,117 @@
+// FdWatchers against real descriptors: readiness reported through libuv's poll, modification,
+// errors at registration, and descriptors closed or reused while watched.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <map>
+
+#include "core/fd_watchers.hpp"
+#include "core/uv_loop.hpp"
+
+using turboloop::core::FdWatchers;
+using turboloop::core::UvLoop;
+
+namespace {
+
+struct SocketPair {
+  int fds[2];
+  SocketPair() { REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds) == 0); }
+  ~SocketPair() {
+    for (int fd : fds)
+      if (fd >= 0) close(fd);
+  }
+};
+
+// Polls once (without blocking unless told) and returns what is ready, by descriptor.
+std::map<int, unsigned> poll_ready(UvLoop& loop, FdWatchers& watchers, double timeout = 0.0) {
+  loop.poll(timeout);
+  std::map<int, unsigned> ready;
+  watchers.take_ready([&](int fd, unsigned events) { ready[fd] = events; });
+  return ready;
+}
+
+}  // namespace
+
+TEST_CASE("a watched socket is reported readable once data arrives, and writable") {
+  UvLoop loop;
+  FdWatchers watchers(loop.raw());
+  SocketPair pair;
+  REQUIRE(watchers.watch(pair.fds[0], FdWatchers::kReadable) == 0);
+  REQUIRE(poll_ready(loop, watchers).empty());
+
+  REQUIRE(write(pair.fds[1], "x", 1) == 1);
+  auto ready = poll_ready(loop, watchers, 1.0);
+  REQUIRE(ready == std::map<int, unsigned>{{pair.fds[0], FdWatchers::kReadable}});
+
+  // Level-triggered, as a selector: still readable until the data is read.
+  REQUIRE(poll_ready(loop, watchers) == ready);
+  char byte;
+  REQUIRE(read(pair.fds[0], &byte, 1) == 1);
+  REQUIRE(poll_ready(loop, watchers).empty());
+
+  REQUIRE(watchers.watch(pair.fds[0], FdWatchers::kReadable | FdWatchers::kWritable) == 0);
+  REQUIRE(watchers.watched(pair.fds[0]) == (FdWatchers::kReadable | FdWatchers::kWritable));
+  REQUIRE(poll_ready(loop, watchers, 1.0) == std::map<int, unsigned>{{pair.fds[0], FdWatchers::kWritable}});
+
+  REQUIRE(watchers.watch(pair.fds[0], 0) == 0);
+  REQUIRE(watchers.watched(pair.fds[0]) == 0);
+  REQUIRE(poll_ready(loop, watchers).empty());
+}
+
+TEST_CASE("a hang-up counts as both readable and writable, filtered by what is watched") {
+  UvLoop loop;
+  FdWatchers watchers(loop.raw());
+  SocketPair pair;
+  REQUIRE(watchers.watch(pair.fds[0], FdWatchers::kReadable) == 0);
+  close(pair.fds[1]);
+  pair.fds[1] = -1;
+  REQUIRE(poll_ready(loop, watchers, 1.0) == std::map<int, unsigned>{{pair.fds[0], FdWatchers::kReadable}});
+}
+
+TEST_CASE("registration errors come at once, as from a selector") {
+  UvLoop loop;
+  FdWatchers watchers(loop.raw());
+  std::FILE* file = std::tmpfile();
+  REQUIRE(file != nullptr);
+  REQUIRE(watchers.watch(fileno(file), FdWatchers::kReadable) == -EPERM);
+  REQUIRE(watchers.watched(fileno(file)) == 0);
+  std::fclose(file);
+  REQUIRE(watchers.watch(12345, FdWatchers::kReadable) == -EBADF);
+  // Stopping what was never watched is not an error.
+  REQUIRE(watchers.watch(12345, 0) == 0);
+}
+
+TEST_CASE("a descriptor closed while watched drops out, and its reused number can be watched again") {
+  UvLoop loop;
+  FdWatchers watchers(loop.raw());
+  int first[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, first) == 0);
+  REQUIRE(watchers.watch(first[0], FdWatchers::kReadable) == 0);
+  REQUIRE(write(first[1], "x", 1) == 1);
+  const int number = first[0];
+  close(first[0]);
+  close(first[1]);
+  REQUIRE(poll_ready(loop, watchers).empty());
+
+  SocketPair second;
+  REQUIRE(second.fds[0] == number);  // the lowest free number is reused
+  REQUIRE(watchers.watch(second.fds[0], FdWatchers::kReadable | FdWatchers::kWritable) == 0);
+  REQUIRE(poll_ready(loop, watchers, 1.0) == std::map<int, unsigned>{{number, FdWatchers::kWritable}});
+}
+
+TEST_CASE("many descriptors ready at once are all reported in one take") {
+  UvLoop loop;
+  FdWatchers watchers(loop.raw());
+  constexpr int kPairs = 64;
+  SocketPair pairs[kPairs];
+  for (auto& pair : pairs) {
+    REQUIRE(watchers.watch(pair.fds[0], FdWatchers::kReadable) == 0);
+    REQUIRE(write(pair.fds[1], "x", 1) == 1);
+  }
+  REQUIRE(poll_ready(loop, watchers, 1.0).size() == kPairs);
+}
