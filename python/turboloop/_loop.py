@@ -16,12 +16,13 @@ import sys
 import threading
 import warnings
 import weakref
-from asyncio import coroutines, events
+from asyncio import coroutines, events, sslproto
 from asyncio.base_events import _format_handle
 from asyncio.log import logger
 from typing import Any, Callable
 
 from turboloop._executor import ThreadPoolExecutor
+from turboloop._transport import SocketTransport
 from turboloop._turboloop import LoopCore
 
 
@@ -158,6 +159,33 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
             executor._submit_to_loop(self, _complete_from_executor, future, func, args)
             return future
         return asyncio.wrap_future(executor.submit(func, *args), loop=self)
+
+    # -- transports ----------------------------------------------------------------------------
+
+    def _make_socket_transport(
+        self, sock: Any, protocol: Any, waiter: Any = None, *, extra: Any = None, server: Any = None
+    ) -> SocketTransport:
+        return SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(
+        self,
+        rawsock: Any,
+        protocol: Any,
+        sslcontext: Any,
+        waiter: Any = None,
+        *,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        extra: Any = None,
+        server: Any = None,
+        **timeouts: Any,
+    ) -> Any:
+        # As the selector loop's, on turboloop's socket transport.
+        ssl_protocol = sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts
+        )
+        SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
 
     # -- signals ---------------------------------------------------------------------------
     # Python's own C signal handler writes each signal's number to the wakeup fd, which is the

@@ -13,5 +13,6 @@ PYBIND11_MODULE(_turboloop, module) {
   module.doc() = "The native core of turboloop: the event loop and its handles.";
   turboloop::binding::register_handle(module);
   turboloop::binding::register_loop(module);
+  turboloop::binding::register_socket_transport(module);
   turboloop::binding::register_thread_pool_executor(module);
 }
