@@ -100,10 +100,10 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
     # -- reading -------------------------------------------------------------------------------
 
     def is_reading(self) -> bool:
-        return not self._paused and not self._core.closing
+        return not self._core.closing and not self._paused
 
     def pause_reading(self) -> None:
-        if self._core.closing or self._paused:
+        if not self.is_reading():
             return
         self._paused = True
         self._loop._remove_reader(self._sock_fd)
@@ -119,7 +119,8 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
             logger.debug("%r resumes reading", self)
 
     def _add_reader(self, fd: int, callback: Any, *args: Any) -> None:
-        if self._core.closing:
+        # Also when connection_made() paused reading before the first read was armed.
+        if not self.is_reading():
             return
         self._loop._add_reader(fd, callback, *args)
 

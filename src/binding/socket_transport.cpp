@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <string>
 
 #include "binding/common.hpp"
 #include "core/write_buffer.hpp"
@@ -114,15 +115,22 @@ void read_into_protocol(TransportCore& self) {
     if (py::len(into) == 0) raise(PyExc_RuntimeError, "get_buffer() returned an empty buffer");
   });
   if (!got) return;
-  Py_buffer view;
   ssize_t count;
-  try {
-    if (PyObject_GetBuffer(into.ptr(), &view, PyBUF_WRITABLE) < 0) throw py::error_already_set();
-  } catch (py::error_already_set& error) {
-    return fatal_error(self, caught(error), "Fatal read error on socket transport");
+  Py_buffer view;
+  if (PyObject_GetBuffer(into.ptr(), &view, PyBUF_WRITABLE) == 0) {
+    count = receive(self.fd, view.buf, static_cast<std::size_t>(view.len));
+    PyBuffer_Release(&view);
+  } else {
+    // Not a writable buffer: socket.recv_into() raises asyncio's exact error for it.
+    PyErr_Clear();
+    try {
+      count = self.transport.attr("_sock").attr("recv_into")(into).cast<ssize_t>();
+    } catch (py::error_already_set& error) {
+      if (error.matches(PyExc_BlockingIOError) || error.matches(PyExc_InterruptedError)) return;
+      if (error.matches(PyExc_SystemExit) || error.matches(PyExc_KeyboardInterrupt)) throw;
+      return fatal_error(self, caught(error), "Fatal read error on socket transport");
+    }
   }
-  count = receive(self.fd, view.buf, static_cast<std::size_t>(view.len));
-  PyBuffer_Release(&view);
   if (count == -EAGAIN) return;
   if (count < 0) return fatal_error(self, os_error(static_cast<int>(-count)), "Fatal read error on socket transport");
   if (count == 0) {
@@ -146,6 +154,24 @@ bool is_bytes_like(PyObject* data) {
   return PyBytes_Check(data) || PyByteArray_Check(data) || PyMemoryView_Check(data);
 }
 
+// A write once the connection is lost: counted, and from the fifth on logged, as asyncio does.
+void count_write_after_loss(TransportCore& self) {
+  if (self.conn_lost >= kConnLostWritesBeforeWarning)
+    py::module_::import("asyncio.log").attr("logger").attr("warning")("socket.send() raised exception.");
+  ++self.conn_lost;
+}
+
+// A non-contiguous memoryview, as asyncio treats it: socket.send() refuses it (a fatal error of
+// the transport) when nothing is buffered, and bytearray.extend() takes it when something is.
+void write_non_contiguous(TransportCore& self, py::handle data, py::error_already_set& error) {
+  if (py::len(data) == 0) return;
+  if (self.conn_lost) return count_write_after_loss(self);
+  if (self.buffer.empty()) return fatal_error(self, caught(error), "Fatal write error on socket transport");
+  const auto copy = data.attr("tobytes")().cast<std::string>();
+  self.buffer.append(copy.data(), copy.size());
+  self.transport.attr("_maybe_pause_protocol")();
+}
+
 void write(TransportCore& self, py::handle data) {
   if (!is_bytes_like(data.ptr())) {
     const py::object name = py::type::handle_of(data).attr("__name__");
@@ -155,18 +181,16 @@ void write(TransportCore& self, py::handle data) {
   if (self.eof) raise(PyExc_RuntimeError, "Cannot call write() after write_eof()");
   if (!self.empty_waiter.is_none()) raise(PyExc_RuntimeError, "unable to write; sendfile is in progress");
   Py_buffer view;
-  if (PyObject_GetBuffer(data.ptr(), &view, PyBUF_SIMPLE) < 0) throw py::error_already_set();
+  if (PyObject_GetBuffer(data.ptr(), &view, PyBUF_SIMPLE) < 0) {
+    py::error_already_set error;
+    return write_non_contiguous(self, data, error);
+  }
   struct Release {
     Py_buffer& view;
     ~Release() { PyBuffer_Release(&view); }
   } release{view};
   if (view.len == 0) return;
-  if (self.conn_lost) {
-    if (self.conn_lost >= kConnLostWritesBeforeWarning)
-      py::module_::import("asyncio.log").attr("logger").attr("warning")("socket.send() raised exception.");
-    ++self.conn_lost;
-    return;
-  }
+  if (self.conn_lost) return count_write_after_loss(self);
   const auto* bytes = static_cast<const char*>(view.buf);
   auto size = static_cast<std::size_t>(view.len);
   if (self.buffer.empty()) {

@@ -1,0 +1,441 @@
+"""TCP under load, on every loop of ``conftest.LOOP_NAMES``: no byte lost or reordered through an
+echo pair under backpressure (protocols, streams and sock_* methods), and many concurrent
+connections each served an echo.
+
+Sizes are modest by default so that the file stays well under a minute in CI for all three loops;
+``TURBOLOOP_STRESS=1`` runs the full sizes (1 GiB through each echo pair, 10,000 connections).
+Every wait is bounded, so a loop that loses data or a wake-up fails instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import faulthandler
+import hashlib
+import os
+import random
+import resource
+import socket
+
+import pytest
+
+STRESS = os.environ.get("TURBOLOOP_STRESS") == "1"
+ECHO_BYTES = (1 << 30) if STRESS else (32 << 20)
+CONNECTIONS = 10_000 if STRESS else 1_000
+# Generous: the default sizes take well under a second per case on stock asyncio.
+TIMEOUT = 900.0 if STRESS else 30.0
+
+# Small write-buffer limits, so that pause_writing/resume_writing and drain() really engage.
+HIGH, LOW = 16 * 1024, 4 * 1024
+
+# Chunks are taken at advancing offsets of a random pool whose length matches no buffer size, and
+# their sizes cycle through odd values: a lost, duplicated or reordered chunk changes the digest.
+_POOL = random.Random(20240501).randbytes((1 << 20) + 12_345)
+_SIZES = (1, 7, 1000, 4096, 65_536, 65_537, 200_003, 262_144, 13)
+
+
+def chunks(total):
+    """Yield bytes objects adding up to ``total`` bytes."""
+    offset = sent = i = 0
+    limit = len(_POOL) - max(_SIZES)
+    while sent < total:
+        n = min(_SIZES[i % len(_SIZES)], total - sent)
+        yield _POOL[offset : offset + n]
+        offset = (offset + n * 31 + 17) % limit
+        sent += n
+        i += 1
+
+
+def expected_digest(total):
+    h = hashlib.sha256()
+    for chunk in chunks(total):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def run(loop, coro, timeout=TIMEOUT):
+    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+@pytest.fixture(autouse=True)
+def _longer_hang_guard():
+    """conftest's guard exits after 120 s; stress-size runs may legitimately take longer."""
+    if STRESS:
+        faulthandler.dump_traceback_later(TIMEOUT + 120, exit=True)
+    yield
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. Echo integrity under backpressure
+# ----------------------------------------------------------------------------------------------
+
+
+class EchoServer(asyncio.Protocol):
+    """Echoes everything; honours backpressure by pausing reading while its writes are paused."""
+
+    def __init__(self, loop, log):
+        self.hash = hashlib.sha256()
+        self.received = 0
+        self.log = log  # ("pause"/"resume", write buffer size) in order
+        self.lost = loop.create_future()
+        self.transport = None
+        self.on_pause = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.set_write_buffer_limits(high=HIGH, low=LOW)
+
+    def data_received(self, data):
+        self.hash.update(data)
+        self.received += len(data)
+        self.transport.write(data)
+
+    def eof_received(self):
+        return None  # close() once everything echoed is flushed
+
+    def pause_writing(self):
+        self.log.append(("pause", self.transport.get_write_buffer_size()))
+        self.transport.pause_reading()
+        if self.on_pause is not None:
+            self.on_pause()
+
+    def resume_writing(self):
+        self.log.append(("resume", self.transport.get_write_buffer_size()))
+        self.transport.resume_reading()
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+class EchoClient(asyncio.Protocol):
+    """The test pauses its reading before writing, so that the server's writes back up, and
+    resumes it when the server first pauses.  Both ends therefore go through pause/resume cycles.
+    (Pausing after create_connection() returns, not in connection_made: uvloop ignores a
+    pause_reading() made in connection_made; test_tcp.py checks that case on its own.)"""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.hash = hashlib.sha256()
+        self.received = 0
+        self.log = []
+        self.resumed = None
+        self.lost = loop.create_future()
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.set_write_buffer_limits(high=HIGH, low=LOW)
+
+    def data_received(self, data):
+        self.hash.update(data)
+        self.received += len(data)
+
+    def pause_writing(self):
+        self.log.append(("pause", self.transport.get_write_buffer_size()))
+        self.resumed = self.loop.create_future()
+
+    def resume_writing(self):
+        self.log.append(("resume", self.transport.get_write_buffer_size()))
+        self.resumed.set_result(None)
+        self.resumed = None
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+def check_flow_log(log, who):
+    """pause_writing only above the high-water mark, resume_writing only at or below the low one,
+    strictly alternating, starting with a pause; and backpressure happened at least once."""
+    assert log, f"{who}: pause_writing was never called"
+    for i, (event, size) in enumerate(log):
+        assert event == ("pause" if i % 2 == 0 else "resume"), (who, log[: i + 1])
+        if event == "pause":
+            assert size > HIGH, (who, i, event, size)
+        else:
+            assert size <= LOW, (who, i, event, size)
+
+
+def test_echo_integrity_protocols(loop):
+    digest = expected_digest(ECHO_BYTES)
+
+    async def main():
+        server_log = []
+        accepted = loop.create_future()
+
+        def factory():
+            proto = EchoServer(loop, server_log)
+            accepted.set_result(proto)
+            return proto
+
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        try:
+            transport, client = await loop.create_connection(lambda: EchoClient(loop), *server.sockets[0].getsockname())
+            srv = await asyncio.wait_for(accepted, 5)
+
+            def start_reading():
+                if not transport.is_closing() and not transport.is_reading():
+                    transport.resume_reading()
+
+            srv.on_pause = start_reading
+            transport.pause_reading()
+            try:
+                sent = hashlib.sha256()
+                for chunk in chunks(ECHO_BYTES):
+                    if client.resumed is not None:
+                        await client.resumed
+                    transport.write(chunk)
+                    sent.update(chunk)
+                start_reading()  # in case the server never paused (that fails below)
+                transport.write_eof()
+                assert await asyncio.shield(srv.lost) is None
+                assert await asyncio.shield(client.lost) is None
+            finally:
+                transport.abort()
+                if accepted.done():
+                    accepted.result().transport.abort()
+                await asyncio.wait([client.lost] + ([srv.lost] if accepted.done() else []), timeout=5)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+        assert sent.hexdigest() == digest
+        assert (srv.received, srv.hash.hexdigest()) == (ECHO_BYTES, digest)
+        assert (client.received, client.hash.hexdigest()) == (ECHO_BYTES, digest)
+        check_flow_log(client.log, "client")
+        check_flow_log(server_log, "server")
+
+    run(loop, main())
+
+
+def test_echo_integrity_streams(loop):
+    digest = expected_digest(ECHO_BYTES)
+    served = loop.create_future()
+
+    async def handler(reader, writer):
+        try:
+            writer.transport.set_write_buffer_limits(high=HIGH, low=LOW)
+            h = hashlib.sha256()
+            n = worst = 0
+            while data := await reader.read(65536):
+                h.update(data)
+                n += len(data)
+                writer.write(data)
+                await writer.drain()
+                worst = max(worst, writer.transport.get_write_buffer_size())
+            writer.write_eof()
+            await writer.drain()
+            served.set_result((n, h.hexdigest(), worst))
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            served.set_exception(exc)
+        finally:
+            writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        try:
+            reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+            try:
+                writer.transport.set_write_buffer_limits(high=HIGH, low=LOW)
+
+                async def send():
+                    h = hashlib.sha256()
+                    worst = 0
+                    for chunk in chunks(ECHO_BYTES):
+                        writer.write(chunk)
+                        h.update(chunk)
+                        await writer.drain()
+                        worst = max(worst, writer.transport.get_write_buffer_size())
+                    writer.write_eof()
+                    return h.hexdigest(), worst
+
+                async def receive():
+                    h = hashlib.sha256()
+                    n = 0
+                    while data := await reader.read(65536):
+                        h.update(data)
+                        n += len(data)
+                    return n, h.hexdigest()
+
+                (sent_digest, send_worst), (received, received_digest) = await asyncio.gather(send(), receive())
+                served_n, served_digest, serve_worst = await asyncio.shield(served)
+            finally:
+                writer.close()
+                await writer.wait_closed()
+        finally:
+            server.close()
+            await server.wait_closed()
+            await asyncio.sleep(0.01)
+
+        assert sent_digest == digest
+        assert (served_n, served_digest) == (ECHO_BYTES, digest)
+        assert (received, received_digest) == (ECHO_BYTES, digest)
+        # drain() returns only once the buffer is at or below the high-water mark
+        assert send_worst <= HIGH, send_worst
+        assert serve_worst <= HIGH, serve_worst
+
+    run(loop, main())
+
+
+def test_echo_integrity_sock_methods(loop):
+    """sock_sendall / sock_recv (server side) / sock_recv_into (client side) on non-blocking
+    sockets, with small kernel buffers so that sock_sendall really has to wait."""
+    digest = expected_digest(ECHO_BYTES)
+
+    async def main():
+        listener = socket.create_server(("127.0.0.1", 0))
+        client = socket.socket()
+        socks = [listener, client]
+        try:
+            listener.setblocking(False)
+            client.setblocking(False)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            accept = asyncio.ensure_future(loop.sock_accept(listener))
+            await loop.sock_connect(client, listener.getsockname())
+            conn, _ = await asyncio.wait_for(accept, 5)
+            socks.append(conn)
+            assert conn.gettimeout() == 0
+
+            async def serve():
+                h = hashlib.sha256()
+                n = 0
+                while data := await loop.sock_recv(conn, 65536):
+                    h.update(data)
+                    n += len(data)
+                    await loop.sock_sendall(conn, data)
+                conn.shutdown(socket.SHUT_WR)
+                return n, h.hexdigest()
+
+            async def send():
+                h = hashlib.sha256()
+                for i, chunk in enumerate(chunks(ECHO_BYTES)):
+                    # bytes, bytearray and memoryview are all accepted
+                    data = (chunk, bytearray(chunk), memoryview(chunk))[i % 3]
+                    await loop.sock_sendall(client, data)
+                    h.update(chunk)
+                client.shutdown(socket.SHUT_WR)
+                return h.hexdigest()
+
+            async def receive():
+                h = hashlib.sha256()
+                buf = bytearray(100_000)
+                view = memoryview(buf)
+                n = 0
+                while got := await loop.sock_recv_into(client, buf):
+                    h.update(view[:got])
+                    n += got
+                return n, h.hexdigest()
+
+            (served, served_digest), sent_digest, (received, received_digest) = await asyncio.gather(
+                serve(), send(), receive()
+            )
+        finally:
+            for sock in socks:
+                sock.close()
+
+        assert sent_digest == digest
+        assert (served, served_digest) == (ECHO_BYTES, digest)
+        assert (received, received_digest) == (ECHO_BYTES, digest)
+
+    run(loop, main())
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. Many concurrent connections
+# ----------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def nofile_limit(needed):
+    """Raise the RLIMIT_NOFILE soft limit to at least ``needed`` (up to the hard limit), restoring
+    it afterwards; skip when the hard limit is too low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"needs {needed} file descriptors; RLIMIT_NOFILE hard limit is {hard}")
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+        except (ValueError, OSError) as exc:
+            pytest.skip(f"cannot raise RLIMIT_NOFILE soft limit to {needed}: {exc}")
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_many_concurrent_connections(loop):
+    """CONNECTIONS clients all connected at once (the server sees them all live together), then
+    each sends its own message and gets it echoed, then all close."""
+    n = CONNECTIONS
+    # two descriptors per connection (both ends live in this process), plus headroom
+    with nofile_limit(2 * n + 256):
+        run(loop, many_connections(loop, n), timeout=TIMEOUT * 2 if STRESS else TIMEOUT)
+
+
+async def many_connections(loop, n):
+    live = 0
+    peak = 0
+    all_in = asyncio.Event()
+    handled = 0
+    errors = []
+
+    async def handler(reader, writer):
+        nonlocal live, peak, handled
+        live += 1
+        peak = max(peak, live)
+        try:
+            if live == n:
+                all_in.set()
+            line = await reader.readline()
+            writer.write(line[::-1][1:] + b"\n")
+            await writer.drain()
+            assert await reader.read() == b""
+            handled += 1
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            live -= 1
+            writer.close()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0, backlog=min(n, 4096))
+    streams = []
+    try:
+        addr = server.sockets[0].getsockname()
+        gate = asyncio.Semaphore(min(n, 1000))  # stay within the listen backlog
+
+        async def connect():
+            async with gate:
+                streams.append(await asyncio.open_connection(*addr))
+
+        results = await asyncio.gather(*(connect() for _ in range(n)), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        assert not failures, f"{len(failures)} connects failed, e.g. {failures[0]!r}"
+        await asyncio.wait_for(all_in.wait(), 30)
+        assert peak == n
+
+        async def exchange(i, reader, writer):
+            message = f"connection {i:05d}".encode()
+            writer.write(message + b"\n")
+            await writer.drain()
+            reply = await reader.readline()
+            writer.write_eof()
+            assert await reader.read() == b""
+            return reply == message[::-1] + b"\n"
+
+        replies = await asyncio.gather(*(exchange(i, r, w) for i, (r, w) in enumerate(streams)), return_exceptions=True)
+        failures = [r for r in replies if r is not True]
+        assert not failures, f"{len(failures)} of {n} exchanges failed, e.g. {failures[0]!r}"
+        for _ in range(500):
+            if handled + len(errors) == n:
+                break
+            await asyncio.sleep(0.01)
+        assert errors == []
+        assert handled == n
+    finally:
+        for _, writer in streams:
+            writer.close()
+        await asyncio.gather(*(w.wait_closed() for _, w in streams), return_exceptions=True)
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.05)
