@@ -12,11 +12,12 @@ import concurrent.futures
 import errno
 import selectors
 import signal
+import socket
 import sys
 import threading
 import warnings
 import weakref
-from asyncio import coroutines, events, sslproto
+from asyncio import base_events, coroutines, events, sslproto
 from asyncio.base_events import _format_handle
 from asyncio.log import logger
 from typing import Any, Callable
@@ -88,12 +89,12 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
         self._check_running()
         self._set_coroutine_origin_tracking(self._debug)
         old_agen_hooks = sys.get_asyncgen_hooks()
-        sys.set_asyncgen_hooks(
-            firstiter=self._asyncgen_firstiter_hook, finalizer=self._asyncgen_finalizer_hook
-        )
-        self._watch_signals()
         try:
+            sys.set_asyncgen_hooks(
+                firstiter=self._asyncgen_firstiter_hook, finalizer=self._asyncgen_finalizer_hook
+            )
             events._set_running_loop(self)
+            self._watch_signals()
             self._run_until_stopped()
         finally:
             events._set_running_loop(None)
@@ -159,6 +160,20 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
             executor._submit_to_loop(self, _complete_from_executor, future, func, args)
             return future
         return asyncio.wrap_future(executor.submit(func, *args), loop=self)
+
+    # -- sockets ---------------------------------------------------------------------------------
+
+    async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
+        """Receive up to n bytes from the non-blocking socket sock."""
+        base_events._check_ssl_socket(sock)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        result = self._sock_recv_now_or_later(sock, n)
+        if result is None:
+            return await super().sock_recv(sock, n)
+        if type(result) is bytes:
+            return result
+        return await result
 
     # -- transports ----------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
                 self._extra["peername"] = None
         self._sock = sock
         self._sock_fd = sock.fileno()
-        self._core = TransportCore(self, self._sock_fd)
+        self._core = TransportCore(self, sock)
         # The native methods, bound once: the loop runs them when the socket is ready, and
         # protocols call write() straight into the core.
         self._read_ready = self._core.read_ready
@@ -66,6 +66,19 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         loop.call_soon(self._add_reader, self._sock_fd, self._read_ready)
         if waiter is not None:
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
+    @property
+    def max_size(self) -> int:
+        """The most one read takes from the socket (asyncio's max_size)."""
+        return self._core.max_read
+
+    @max_size.setter
+    def max_size(self, size: int) -> None:
+        self._core.max_read = size
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:  # type: ignore[override]
+        """Write data: sent at once when the socket takes it, else buffered."""
+        self._core.write(data)
 
     def __repr__(self) -> str:
         info = [type(self).__name__]
@@ -215,6 +228,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         finally:
             self._sock.close()  # type: ignore[union-attr]
             self._sock = None
+            self._core.detach()
             self._protocol = None  # type: ignore[assignment]
             self._core.set_protocol(None, False)
             self._loop = None

@@ -3,6 +3,8 @@
 
 #include <pybind11/pybind11.h>
 
+#include <cerrno>
+
 namespace py = pybind11;
 
 namespace turboloop::binding {
@@ -16,6 +18,21 @@ void register_thread_pool_executor(py::module_& module);
 [[noreturn]] inline void raise(PyObject* type, const char* message) {
   PyErr_SetString(type, message);
   throw py::error_already_set();
+}
+
+// The exception `error` holds, with its traceback, as `except ... as exc` gives it.
+inline py::object caught(py::error_already_set& error) {
+  py::object exc = error.value();
+  if (error.trace()) PyException_SetTraceback(exc.ptr(), error.trace().ptr());
+  return exc;
+}
+
+// The OSError (of the subclass Python picks for the number) for errno `number`, not raised.
+inline py::object os_error(int number) {
+  errno = number;
+  PyErr_SetFromErrno(PyExc_OSError);
+  py::error_already_set error;
+  return caught(error);
 }
 
 // A function of the pure-Python helper module turboloop._support, looked up once.

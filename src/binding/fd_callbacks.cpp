@@ -21,16 +21,22 @@ py::object handle_or_none(const HandleRef& handle) {
                                                                       : Py_None);
 }
 
-// The descriptor of an int or of an object with fileno(), with the selectors module's errors.
+// The descriptor of an int or of an object with fileno(), with the selectors module's errors
+// (and epoll's OverflowError for a number beyond a C int).
 int fileobj_to_fd(py::handle fileobj) {
   if (PyLong_CheckExact(fileobj.ptr())) {
     const long fd = PyLong_AsLong(fileobj.ptr());
-    if (fd == -1 && PyErr_Occurred()) throw py::error_already_set();
     if (fd >= 0 && fd <= INT_MAX) return static_cast<int>(fd);
+    PyErr_Clear();
   }
   // Never released: a static py::object would be released after the interpreter is gone.
   static PyObject* const to_fd = py::object(py::module_::import("selectors").attr("_fileobj_to_fd")).release().ptr();
-  return py::handle(to_fd)(fileobj).cast<int>();
+  const py::object fd = py::handle(to_fd)(fileobj);
+  int overflow = 0;
+  const long long value = PyLong_AsLongLongAndOverflow(fd.ptr(), &overflow);
+  if (value == -1 && PyErr_Occurred()) throw py::error_already_set();
+  if (overflow != 0 || value > INT_MAX) raise(PyExc_OverflowError, "Python int too large to convert to C int");
+  return static_cast<int>(value);
 }
 
 // The descriptor to remove: that of `fileobj`, or for a closed one the descriptor it was
@@ -39,6 +45,7 @@ int fd_to_remove(const FdCallbacks& fds, py::handle fileobj) {
   try {
     return fileobj_to_fd(fileobj);
   } catch (py::error_already_set& error) {
+    if (error.matches(PyExc_OverflowError)) return -1;  // never registered: the selector's KeyError
     if (!error.matches(PyExc_ValueError)) throw;
     const int fd = fds.find_registered(fileobj);
     if (fd < 0) throw;
@@ -54,33 +61,38 @@ py::object add_callback(py::handle self, unsigned event, py::handle fileobj, py:
   if (handle == nullptr) throw py::error_already_set();
   HandleRef owned(handle);
   auto result = py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(handle));
-  if (!core.fds) core.fds = std::make_unique<FdCallbacks>(core.uv->raw());
   core.fds->add(fd, fileobj, event, std::move(owned));
   return result;
 }
 
 bool remove_callback(LoopCore& core, unsigned event, py::handle fileobj) {
-  if (core.closed) return false;
-  if (!core.fds) {
-    fileobj_to_fd(fileobj);  // still reject what is not a file object
-    return false;
-  }
-  return core.fds->remove(fd_to_remove(*core.fds, fileobj), event);
+  if (core.closed || !core.fds) return false;
+  const int fd = fd_to_remove(*core.fds, fileobj);
+  return fd >= 0 && core.fds->remove(fd, event);
 }
 
 }  // namespace
 
+// Both methods take what they replace or drop out of the map before releasing it: releasing a
+// file object or a Handle may run Python code (a __del__) that adds or removes readers itself.
+
 void FdCallbacks::add(int fd, py::handle fileobj, unsigned event, HandleRef handle) {
   const int status = watchers_.watch(fd, watchers_.watched(fd) | event);
   if (status != 0) {
+    // As the selector's failed modify(): the descriptor is forgotten, its callbacks not cancelled.
+    const auto found = slots_.find(fd);
+    if (found != slots_.end()) {
+      const Slot dropped = std::move(found->second);
+      slots_.erase(found);
+    }
     errno = -status;
     PyErr_SetFromErrno(PyExc_OSError);
     throw py::error_already_set();
   }
-  Slot& slot = slots_[fd];
-  slot.fileobj = py::reinterpret_borrow<py::object>(fileobj);
-  HandleRef& target = event == FdWatchers::kReadable ? slot.reader : slot.writer;
-  std::swap(target, handle);
+  // The file object it was first registered with stays, as in a selector key.
+  const auto [found, inserted] = slots_.try_emplace(fd);
+  if (inserted) found->second.fileobj = py::reinterpret_borrow<py::object>(fileobj);
+  std::swap(event == FdWatchers::kReadable ? found->second.reader : found->second.writer, handle);
   cancel(handle);
 }
 
@@ -91,7 +103,10 @@ bool FdCallbacks::remove(int fd, unsigned event) {
   std::swap(removed, event == FdWatchers::kReadable ? found->second.reader : found->second.writer);
   const unsigned remaining = watchers_.watched(fd) & ~event;
   watchers_.watch(fd, remaining);
-  if (remaining == 0) slots_.erase(found);
+  if (remaining == 0) {
+    const Slot dropped = std::move(found->second);
+    slots_.erase(found);
+  }
   if (removed.get() == nullptr) return false;
   cancel(removed);
   return true;
@@ -142,7 +157,8 @@ void add_fd_methods(py::class_<LoopCore>& cls) {
            [](LoopCore& core, py::handle fd) { return remove_callback(core, FdWatchers::kWritable, fd); })
       .def("_fd_key", [](LoopCore& core, py::handle fileobj) -> py::object {
         if (!core.fds) return py::none();
-        return core.fds->key(fileobj_to_fd(fileobj));
+        const int fd = fd_to_remove(*core.fds, fileobj);
+        return fd < 0 ? py::none() : core.fds->key(fd);
       });
 }
 

@@ -54,5 +54,6 @@ class FdCallbacks {
 
 class LoopCore;
 void add_fd_methods(py::class_<LoopCore>& cls);
+void add_sock_methods(py::class_<LoopCore>& cls);
 
 }  // namespace turboloop::binding

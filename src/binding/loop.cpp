@@ -52,14 +52,15 @@ int clear(PyObject* self) {
 
 }  // namespace
 
-LoopCore::LoopCore() : uv(std::make_unique<core::UvLoop>()) {
+LoopCore::LoopCore() : uv(std::make_unique<core::UvLoop>()), fds(std::make_unique<FdCallbacks>(uv->raw())) {
   timespec resolution{};
   clock_getres(CLOCK_MONOTONIC, &resolution);
   clock_resolution = static_cast<double>(resolution.tv_sec) + static_cast<double>(resolution.tv_nsec) * 1e-9;
 }
 
 void LoopCore::check_closed() const {
-  if (closed) raise(PyExc_RuntimeError, "Event loop is closed");
+  // Also when private code set _closed back to False: the libuv loop is gone for good.
+  if (closed || !uv || !fds) raise(PyExc_RuntimeError, "Event loop is closed");
 }
 
 void LoopCore::check_thread() const {
@@ -134,6 +135,7 @@ void register_loop(py::module_& module) {
           [](LoopCore& core, std::optional<unsigned long> id) { core.thread_id = id; });
   add_scheduling_methods(cls);
   add_fd_methods(cls);
+  add_sock_methods(cls);
 }
 
 }  // namespace turboloop::binding

@@ -35,7 +35,8 @@ class LoopCore {
   // Released by close(): a closed loop holds no file descriptors.
   std::unique_ptr<core::UvLoop> uv;
   std::unique_ptr<core::SignalPipe> signals;
-  // Made by the first add_reader/add_writer.
+  // Made with the loop, not on first use: add_reader from another thread must not touch libuv
+  // while the loop thread polls.
   std::unique_ptr<FdCallbacks> fds;
 
  private:

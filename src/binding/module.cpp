@@ -1,6 +1,8 @@
 // The extension module turboloop._turboloop: creates the module and registers each area.
 #include "binding/common.hpp"
 
+#include <system_error>
+
 namespace turboloop::binding {
 
 py::object support(const char* name) {
@@ -11,6 +13,17 @@ py::object support(const char* name) {
 
 PYBIND11_MODULE(_turboloop, module) {
   module.doc() = "The native core of turboloop: the event loop and its handles.";
+  // A failed system call in the core (out of descriptors, say) is an OSError, as in Python.
+  py::register_exception_translator([](std::exception_ptr failure) {
+    try {
+      if (failure) std::rethrow_exception(failure);
+    } catch (const std::system_error& error) {
+      if (error.code().category() != std::generic_category() && error.code().category() != std::system_category())
+        throw;
+      errno = error.code().value();
+      PyErr_SetFromErrno(PyExc_OSError);
+    }
+  });
   turboloop::binding::register_handle(module);
   turboloop::binding::register_loop(module);
   turboloop::binding::register_socket_transport(module);

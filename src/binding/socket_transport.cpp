@@ -2,50 +2,40 @@
 // the bytes to the protocol, and writing through a native buffer. python/turboloop/_transport.py
 // holds the rest of the transport (asyncio's _SelectorSocketTransport behaviour); the cold paths
 // here (errors, EOF, flow control, close) call back into it.
-#include <sys/socket.h>
-
 #include <cerrno>
 #include <string>
 
 #include "binding/common.hpp"
+#include "core/socket_io.hpp"
 #include "core/write_buffer.hpp"
 
 namespace turboloop::binding {
 namespace {
 
-// asyncio's max_size: the most one read takes from the socket.
-constexpr std::size_t kMaxRead = 256 * 1024;
+using core::kMaxRead;
+using core::receive;
+using core::send_some;
+
 // asyncio's constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES.
 constexpr long kConnLostWritesBeforeWarning = 5;
 
 class TransportCore {
  public:
-  TransportCore(py::object transport, int fd) : transport(std::move(transport)), fd(fd) {}
+  TransportCore(py::object transport, py::object sock)
+      : transport(std::move(transport)), sock(std::move(sock)), fd(this->sock.attr("fileno")().cast<int>()) {}
 
   py::object transport;  // the Python transport
-  py::object protocol;
+  py::object sock;       // its socket.socket; None once detached
+  py::object protocol = py::none();
   py::object empty_waiter = py::none();  // a future while sendfile() waits for the buffer to drain
   bool buffered = false;                 // protocol is an asyncio.BufferedProtocol
-  int fd;
+  int fd;  // -1 once detached
+  std::size_t max_read = kMaxRead;  // asyncio's max_size
   long conn_lost = 0;  // connection_lost is scheduled once this is set
   bool closing = false;
   bool eof = false;  // write_eof() was called
   core::WriteBuffer buffer;
 };
-
-// The pending Python exception as an object with its traceback, as `except ... as exc` gives it.
-py::object caught(py::error_already_set& error) {
-  py::object exc = error.value();
-  if (error.trace()) PyException_SetTraceback(exc.ptr(), error.trace().ptr());
-  return exc;
-}
-
-py::object os_error(int number) {
-  errno = number;
-  PyErr_SetFromErrno(PyExc_OSError);
-  py::error_already_set error;
-  return caught(error);
-}
 
 void fatal_error(TransportCore& self, const py::object& exc, const char* message) {
   self.transport.attr("_fatal_error")(exc, message);
@@ -65,41 +55,28 @@ bool guarded(TransportCore& self, const char* message, Call&& call) {
   }
 }
 
-// recv(), or -errno; a would-block read returns -EAGAIN.
-ssize_t receive(int fd, void* into, std::size_t size) {
-  ssize_t count;
-  do {
-    count = recv(fd, into, size, 0);
-  } while (count < 0 && errno == EINTR);
-  if (count >= 0) return count;
-  return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-}
-
-// send(), or -errno; a would-block send returns 0. MSG_NOSIGNAL: a closed peer gives EPIPE,
-// never SIGPIPE, whether or not the embedding program ignores that signal as Python does.
-ssize_t send_some(int fd, const void* bytes, std::size_t size) {
-  ssize_t count;
-  do {
-    count = send(fd, bytes, size, MSG_NOSIGNAL);
-  } while (count < 0 && errno == EINTR);
-  if (count >= 0) return count;
-  return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
-}
-
 // One read for a data_received() protocol: into a scratch buffer, then a bytes object.
 void read_bytes(TransportCore& self) {
-  // One buffer for every transport: the GIL is held from the recv() until the bytes are copied
-  // out. Static storage, not the heap: reads into an mmap'd heap block made the kernel's copy
-  // several times slower (measured with perf on 100 KiB echoes).
-  static char scratch[kMaxRead];
-  const ssize_t count = receive(self.fd, scratch, kMaxRead);
+  py::object data;
+  ssize_t count;
+  if (self.max_read <= kMaxRead) {
+    char* const scratch = core::read_scratch();
+    count = receive(self.fd, scratch, self.max_read);
+    if (count > 0) data = py::reinterpret_steal<py::object>(PyBytes_FromStringAndSize(scratch, count));
+  } else {
+    data = py::reinterpret_steal<py::object>(PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(self.max_read)));
+    if (!data) throw py::error_already_set();
+    count = receive(self.fd, PyBytes_AS_STRING(data.ptr()), self.max_read);
+    PyObject* resized = data.release().ptr();
+    if (_PyBytes_Resize(&resized, count > 0 ? count : 0) < 0) throw py::error_already_set();
+    data = py::reinterpret_steal<py::object>(resized);
+  }
   if (count == -EAGAIN) return;
   if (count < 0) return fatal_error(self, os_error(static_cast<int>(-count)), "Fatal read error on socket transport");
   if (count == 0) {
     self.transport.attr("_read_ready__on_eof")();
     return;
   }
-  auto data = py::reinterpret_steal<py::object>(PyBytes_FromStringAndSize(scratch, count));
   if (!data) throw py::error_already_set();
   const py::object protocol = self.protocol;
   guarded(self, "Fatal error: protocol.data_received() call failed.",
@@ -137,12 +114,13 @@ void read_into_protocol(TransportCore& self) {
     self.transport.attr("_read_ready__on_eof")();
     return;
   }
+  // The protocol now: get_buffer() may have switched it.
   guarded(self, "Fatal error: protocol.buffer_updated() call failed.",
-          [&] { protocol.attr("buffer_updated")(count); });
+          [&] { py::object(self.protocol).attr("buffer_updated")(count); });
 }
 
 void read_ready(TransportCore& self) {
-  if (self.conn_lost) return;
+  if (self.conn_lost || self.fd < 0) return;
   if (self.buffered) {
     read_into_protocol(self);
   } else {
@@ -161,15 +139,20 @@ void count_write_after_loss(TransportCore& self) {
   ++self.conn_lost;
 }
 
-// A non-contiguous memoryview, as asyncio treats it: socket.send() refuses it (a fatal error of
-// the transport) when nothing is buffered, and bytearray.extend() takes it when something is.
+// The descriptor to write to, or -1 once the transport or its user closed the socket: a number
+// the kernel may since have given another socket must never be written to.
+int live_fd(const TransportCore& self) {
+  if (self.fd < 0) return -1;
+  return self.sock.attr("fileno")().cast<int>() == self.fd ? self.fd : -1;
+}
+
+// A non-contiguous memoryview, as asyncio 3.11 treats it: socket.send() refuses it (a fatal error
+// of the transport) when nothing is buffered, and bytearray slicing refuses it when something is.
 void write_non_contiguous(TransportCore& self, py::handle data, py::error_already_set& error) {
   if (py::len(data) == 0) return;
   if (self.conn_lost) return count_write_after_loss(self);
   if (self.buffer.empty()) return fatal_error(self, caught(error), "Fatal write error on socket transport");
-  const auto copy = data.attr("tobytes")().cast<std::string>();
-  self.buffer.append(copy.data(), copy.size());
-  self.transport.attr("_maybe_pause_protocol")();
+  raise(PyExc_TypeError, "can't set bytearray slice from memoryview");
 }
 
 void write(TransportCore& self, py::handle data) {
@@ -180,36 +163,47 @@ void write(TransportCore& self, py::handle data) {
   }
   if (self.eof) raise(PyExc_RuntimeError, "Cannot call write() after write_eof()");
   if (!self.empty_waiter.is_none()) raise(PyExc_RuntimeError, "unable to write; sendfile is in progress");
+  const bool send_now = self.buffer.empty() && !self.conn_lost;
+  const int fd = send_now ? live_fd(self) : self.fd;
   Py_buffer view;
   if (PyObject_GetBuffer(data.ptr(), &view, PyBUF_SIMPLE) < 0) {
     py::error_already_set error;
     return write_non_contiguous(self, data, error);
   }
-  struct Release {
-    Py_buffer& view;
-    ~Release() { PyBuffer_Release(&view); }
-  } release{view};
-  if (view.len == 0) return;
-  if (self.conn_lost) return count_write_after_loss(self);
+  // The view is released before any Python code runs: a callback may resize `data`.
   const auto* bytes = static_cast<const char*>(view.buf);
-  auto size = static_cast<std::size_t>(view.len);
-  if (self.buffer.empty()) {
-    const ssize_t sent = send_some(self.fd, bytes, size);
-    if (sent < 0) return fatal_error(self, os_error(static_cast<int>(-sent)), "Fatal write error on socket transport");
-    if (static_cast<std::size_t>(sent) == size) return;
-    bytes += sent;
-    size -= static_cast<std::size_t>(sent);
-    // Not all was written: write the rest when the socket can take it.
-    self.transport.attr("_loop").attr("_add_writer")(self.fd, self.transport.attr("_write_ready"));
+  const auto size = static_cast<std::size_t>(view.len);
+  if (size == 0 || self.conn_lost) {
+    PyBuffer_Release(&view);
+    if (size != 0) count_write_after_loss(self);
+    return;
   }
-  self.buffer.append(bytes, size);
+  if (!send_now) {
+    self.buffer.append(bytes, size);
+    PyBuffer_Release(&view);
+    self.transport.attr("_maybe_pause_protocol")();
+    return;
+  }
+  const ssize_t sent = fd < 0 ? -EBADF : send_some(fd, bytes, size);
+  if (sent >= 0 && static_cast<std::size_t>(sent) < size) self.buffer.append(bytes + sent, size - static_cast<std::size_t>(sent));
+  PyBuffer_Release(&view);
+  if (sent < 0) return fatal_error(self, os_error(static_cast<int>(-sent)), "Fatal write error on socket transport");
+  if (self.buffer.empty()) return;
+  // Not all was written: write the rest when the socket can take it.
+  try {
+    self.transport.attr("_loop").attr("_add_writer")(fd, self.transport.attr("_write_ready"));
+  } catch (py::error_already_set&) {
+    self.buffer.clear();  // as asyncio, which buffers only once the writer is added
+    throw;
+  }
   self.transport.attr("_maybe_pause_protocol")();
 }
 
 void write_ready(TransportCore& self) {
-  if (self.conn_lost || self.buffer.empty()) return;
+  if (self.conn_lost || self.fd < 0 || self.buffer.empty()) return;
   const py::object transport = self.transport;
   const ssize_t sent = send_some(self.fd, self.buffer.front(), self.buffer.size());
+  if (sent == 0) return;  // would block: try again next time
   if (sent < 0) {
     const py::object exc = os_error(static_cast<int>(-sent));
     transport.attr("_loop").attr("_remove_writer")(self.fd);
@@ -235,6 +229,7 @@ int traverse(PyObject* self, visitproc visit, void* arg) {
   if (!py::detail::is_holder_constructed(self)) return 0;
   auto& core = py::cast<TransportCore&>(py::handle(self));
   Py_VISIT(core.transport.ptr());
+  Py_VISIT(core.sock.ptr());
   Py_VISIT(core.protocol.ptr());
   Py_VISIT(core.empty_waiter.ptr());
   return 0;
@@ -244,6 +239,7 @@ int clear(PyObject* self) {
   if (!py::detail::is_holder_constructed(self)) return 0;
   auto& core = py::cast<TransportCore&>(py::handle(self));
   core.transport = py::none();
+  core.sock = py::none();
   core.protocol = py::none();
   core.empty_waiter = py::none();
   return 0;
@@ -258,9 +254,9 @@ void register_socket_transport(py::module_& module) {
                               type->tp_traverse = traverse;
                               type->tp_clear = clear;
                             }))
-      .def(py::init<py::object, int>())
+      .def(py::init<py::object, py::object>())
       .def("read_ready", &read_ready, "Read once from the socket and hand the bytes to the protocol.")
-      .def("write", &write, "Write bytes-like data: sent now when possible, else buffered.")
+      .def("write", &write, py::arg("data"), "Write bytes-like data: sent now when possible, else buffered.")
       .def("write_ready", &write_ready, "Send what is buffered, once the socket can take it.")
       .def("set_protocol",
            [](TransportCore& core, py::object protocol, bool buffered) {
@@ -268,6 +264,14 @@ void register_socket_transport(py::module_& module) {
              core.buffered = buffered;
            })
       .def("clear_buffer", [](TransportCore& core) { core.buffer.clear(); })
+      .def(
+          "detach",
+          [](TransportCore& core) {
+            core.fd = -1;
+            core.sock = py::none();
+          },
+          "Forget the socket once the transport closed it: no read or write reaches its number again.")
+      .def_readwrite("max_read", &TransportCore::max_read)
       .def_property_readonly("buffer_size", [](const TransportCore& core) { return core.buffer.size(); })
       .def_readwrite("conn_lost", &TransportCore::conn_lost)
       .def_readwrite("closing", &TransportCore::closing)
