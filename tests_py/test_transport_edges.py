@@ -1,0 +1,515 @@
+"""Edge cases of socket transports and descriptor watchers, checked against stock asyncio (3.11).
+
+Each test pins down one behaviour where turboloop once differed from asyncio: a write() on a
+transport whose close() already drained and released its socket, keyword and unbound calls of
+write(), a non-contiguous buffer written behind buffered data, a caller's buffer recycled from
+pause_writing(), ``transport.max_size``, descriptor numbers that do not fit a C int, a closed
+descriptor that is still registered, the file object a registration keeps, file objects whose
+``__del__`` re-enters add_reader/remove_reader, and the order of a call_soon_threadsafe()
+callback against a reader that became ready after it.
+
+Every test runs on each loop of ``conftest.LOOP_NAMES``; the ``asyncio`` case proves each
+expectation.  Where uvloop differs, the uvloop case alone is a non-strict xfail.  Every wait is
+bounded, and everything a test opens is closed before it ends (pytest runs with
+``filterwarnings = error``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+import threading
+import weakref
+
+import pytest
+
+TIMEOUT = 10.0  # seconds, for any single test's coroutine
+
+
+def run(loop, coro, timeout=TIMEOUT):
+    """Run ``coro`` on ``loop``, failing (not hanging) after ``timeout`` seconds."""
+    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+def run_until(loop, predicate, timeout=5.0):
+    async def wait():
+        while not predicate():
+            await asyncio.sleep(0.001)
+
+    run(loop, wait(), timeout)
+
+
+async def recv_exactly(loop, sock, n, timeout=5.0):
+    """Read ``n`` bytes from the non-blocking ``sock`` (fewer only at EOF), bounded in time."""
+
+    async def read():
+        data = bytearray()
+        while len(data) < n:
+            chunk = await loop.sock_recv(sock, min(n - len(data), 1 << 20))
+            if not chunk:
+                break
+            data += chunk
+        return bytes(data)
+
+    return await asyncio.wait_for(read(), timeout)
+
+
+class Recorder(asyncio.Protocol):
+    """Keeps the transport, the pause/resume calls, the data and connection_lost's argument."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.transport = None
+        self.chunks: list[bytes] = []
+        self.pauses = 0
+        self.resumes = 0
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.chunks.append(data)
+
+    def pause_writing(self):
+        self.pauses += 1
+
+    def resume_writing(self):
+        self.resumes += 1
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+async def accepted_transport(loop, protocol_factory=None, sndbuf=None):
+    """A transport (connect_accepted_socket) over one end of a socketpair, and the other end,
+    non-blocking.  ``sndbuf`` shrinks the transport's send buffer, so writes back up."""
+    a, b = socket.socketpair()
+    if sndbuf is not None:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    b.setblocking(False)
+    if protocol_factory is None:
+        protocol_factory = lambda: Recorder(loop)  # noqa: E731
+    try:
+        transport, proto = await loop.connect_accepted_socket(protocol_factory, a)
+    except BaseException:
+        a.close()
+        b.close()
+        raise
+    return transport, proto, b
+
+
+async def close_transport(transport, proto, peer):
+    """Abort ``transport`` (if still open), let connection_lost run (bounded), close ``peer``."""
+    if not transport.is_closing():
+        transport.abort()
+    await asyncio.wait([proto.lost], timeout=5)
+    peer.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Writes
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.uvloop_xfail("uvloop's write() on the closed transport raises RuntimeError (the handler is closed)")
+def test_write_after_a_drained_close_reaches_no_reused_descriptor(loop):
+    """close() with data buffered: the transport drains it, then calls connection_lost and closes
+    its socket.  A later write() raises AttributeError (asyncio's transport dropped its socket
+    and loop) and sends nothing on the descriptor number, which another socket now holds."""
+
+    async def main():
+        transport, proto, peer = await accepted_transport(loop, sndbuf=4096)
+        old_fd = transport.get_extra_info("socket").fileno()
+        spares = []
+        try:
+            transport.write(b"x" * 1_000_000)
+            assert transport.get_write_buffer_size() > 0  # most of it is buffered
+            transport.close()  # closing with a non-empty buffer: connection_lost after the drain
+            received = await recv_exactly(loop, peer, 2_000_000)  # to EOF
+            assert received == b"x" * 1_000_000
+            assert await asyncio.wait_for(asyncio.shield(proto.lost), 5) is None
+            await asyncio.sleep(0.01)
+
+            # A new socket takes the freed descriptor number (the lowest free one is used).
+            reuser = reuser_peer = None
+            for _ in range(64):
+                pair = socket.socketpair()
+                spares.append(pair)
+                for end, other in (pair, pair[::-1]):
+                    if end.fileno() == old_fd:
+                        reuser, reuser_peer = end, other
+                if reuser is not None:
+                    break
+            assert reuser is not None, f"no new socket reused descriptor {old_fd}"
+            reuser_peer.setblocking(False)
+
+            with pytest.raises(AttributeError):
+                transport.write(b"SECRET")
+            await asyncio.sleep(0.01)
+            with pytest.raises(BlockingIOError):
+                data = reuser_peer.recv(100)
+                pytest.fail(f"the socket reusing descriptor {old_fd} received {data!r}")
+        finally:
+            for pair in spares:
+                for sock in pair:
+                    sock.close()
+            await close_transport(transport, proto, peer)
+
+    run(loop, main())
+
+
+@pytest.mark.uvloop_xfail("uvloop's write() takes no keyword argument 'data'")
+def test_write_by_keyword_and_through_the_class(loop):
+    """write(data=...) and type(transport).write(transport, ...) both write, as asyncio's method;
+    write() without data is a TypeError."""
+
+    async def main():
+        transport, proto, peer = await accepted_transport(loop)
+        try:
+            transport.write(data=b"ab")
+            type(transport).write(transport, b"cd")
+            with pytest.raises(TypeError):
+                transport.write()
+            assert await recv_exactly(loop, peer, 4) == b"abcd"
+            assert not transport.is_closing()
+        finally:
+            await close_transport(transport, proto, peer)
+
+    run(loop, main())
+
+
+def test_non_contiguous_write_behind_buffered_data_is_refused(loop):
+    """With data already buffered, write() of a non-contiguous memoryview raises TypeError and
+    leaves the buffer (and the connection) as it was."""
+
+    async def main():
+        transport, proto, peer = await accepted_transport(loop, sndbuf=4096)
+        try:
+            transport.set_write_buffer_limits(high=1 << 30)  # no pause_writing
+            transport.write(b"x" * 500_000)
+            before = transport.get_write_buffer_size()
+            assert before > 0
+            with pytest.raises(TypeError):
+                transport.write(memoryview(b"abcdef")[::2])
+            assert transport.get_write_buffer_size() == before
+            assert not transport.is_closing()
+            transport.write(b"END")
+            data = await recv_exactly(loop, peer, 500_003)
+            assert data == b"x" * 500_000 + b"END"
+            assert not proto.lost.done()
+        finally:
+            await close_transport(transport, proto, peer)
+
+    run(loop, main())
+
+
+@pytest.mark.uvloop_xfail("uvloop still exports the buffer while it calls pause_writing(): BufferError on resize")
+def test_pause_writing_may_recycle_the_buffer_just_written(loop):
+    """write() holds no export of the caller's buffer while it calls pause_writing(): the protocol
+    can clear its bytearray there, and every byte written still reaches the peer."""
+    handled = []
+    loop.set_exception_handler(lambda lp, ctx: handled.append(ctx))
+
+    class Recycler(Recorder):
+        buf: bytearray
+        error = None
+
+        def pause_writing(self):
+            super().pause_writing()
+            try:
+                self.buf.clear()  # BufferError if the transport still exported it
+            except BaseException as exc:  # noqa: BLE001 - the outcome under test
+                self.error = exc
+
+    async def main():
+        transport, proto, peer = await accepted_transport(loop, lambda: Recycler(loop), sndbuf=4096)
+        try:
+            proto.buf = bytearray(b"x" * 1_000_000)
+            transport.write(proto.buf)
+            assert proto.pauses == 1
+            assert proto.error is None, repr(proto.error)
+            assert proto.buf == b""
+            data = await recv_exactly(loop, peer, 1_000_000)
+            assert len(data) == 1_000_000
+            assert data == b"x" * 1_000_000
+            assert not transport.is_closing()
+        finally:
+            await close_transport(transport, proto, peer)
+
+    run(loop, main())
+    assert handled == []
+
+
+# ----------------------------------------------------------------------------------------------
+# Reads
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.uvloop_xfail("uvloop's transports have no settable max_size")
+def test_reads_are_at_most_max_size(loop):
+    """Each recv() asks for at most ``transport.max_size`` bytes, so 10 bytes arrive as 4+4+2."""
+
+    async def main():
+        transport, proto, peer = await accepted_transport(loop)
+        try:
+            transport.max_size = 4
+            peer.send(b"0123456789")
+
+            async def all_read():
+                while sum(map(len, proto.chunks)) < 10:
+                    await asyncio.sleep(0.001)
+
+            await asyncio.wait_for(all_read(), 5)
+            assert proto.chunks == [b"0123", b"4567", b"89"]
+        finally:
+            await close_transport(transport, proto, peer)
+
+    run(loop, main())
+
+
+# ----------------------------------------------------------------------------------------------
+# Descriptor watchers
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.uvloop_xfail("uvloop's remove_reader/remove_writer return None")
+@pytest.mark.parametrize("fd", [2**31, 2**40, 2**70])
+def test_descriptor_numbers_beyond_a_c_int(loop, fd):
+    """A number too large for a C int: add_reader raises OverflowError and registers nothing."""
+    with pytest.raises(OverflowError):
+        loop.add_reader(fd, lambda: None)
+    with pytest.raises(OverflowError):
+        loop.add_writer(fd, lambda: None)
+    assert loop.remove_reader(fd) is False
+    assert loop.remove_writer(fd) is False
+
+
+@pytest.mark.uvloop_xfail("uvloop's add_writer() on it raises nothing; its remove_reader returns None")
+def test_adding_a_writer_to_a_closed_but_registered_descriptor(loop):
+    """add_writer() on a descriptor closed while its reader is registered raises EBADF (from
+    epoll_ctl) and drops the whole registration: remove_reader() then finds nothing."""
+    a, b = socket.socketpair()
+    with a, b:
+        fd = a.fileno()
+        calls = []
+        loop.add_reader(fd, calls.append, "reader")
+        a.close()
+        with pytest.raises(OSError) as info:
+            loop.add_writer(fd, calls.append, "writer")
+        assert type(info.value) is OSError, repr(info.value)
+        assert info.value.errno == 9  # EBADF
+        assert loop.remove_reader(fd) is False
+        assert loop.remove_writer(fd) is False
+        # The loop still runs, and neither callback does.
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert calls == []
+
+
+@pytest.mark.uvloop_xfail("uvloop's remove_reader/remove_writer return None")
+def test_registration_keeps_the_first_file_object(loop):
+    """A registration keeps the file object it was made with: adding the writer by number does
+    not replace the reader's socket, so the closed socket is still found by identity."""
+    a, b = socket.socketpair()
+    with a, b:
+        loop.add_reader(a, lambda: None)
+        loop.add_writer(a.fileno(), lambda: None)
+        assert loop.remove_writer(a.fileno()) is True
+        a.close()
+        assert loop.remove_reader(a) is True
+        # Registered no more: the closed socket is now just an invalid file object.
+        with pytest.raises(ValueError, match="Invalid file descriptor: -1"):
+            loop.remove_reader(a)
+
+
+@pytest.mark.uvloop_xfail("uvloop's remove_reader/remove_writer return None")
+def test_adding_a_writer_keeps_the_reader_and_its_file_object(loop):
+    """add_writer() with a second file object for a descriptor that has a reader neither drops the
+    first file object (whose __del__ would remove both callbacks) nor the reader; removing both
+    releases the callbacks and the first file object."""
+    deleted = []
+
+    class FileObj:
+        def __init__(self, fd, name, hostile):
+            self.fd, self.name, self.hostile = fd, name, hostile
+
+        def fileno(self):
+            return self.fd
+
+        def __del__(self):
+            deleted.append(self.name)
+            if self.hostile and not loop.is_closed():
+                loop.remove_writer(self.fd)
+                loop.remove_reader(self.fd)
+
+    class Callback:
+        def __init__(self, calls, name):
+            self.calls, self.name = calls, name
+
+        def __call__(self):
+            self.calls.append(self.name)
+
+    a, b = socket.socketpair()
+    with a, b:
+        calls = []
+        loop.add_reader(FileObj(a.fileno(), "first", hostile=True), Callback(calls, "reader"))
+        writer = Callback(calls, "writer")
+        writer_ref = weakref.ref(writer)
+        loop.add_writer(FileObj(a.fileno(), "second", hostile=False), writer)
+        del writer
+        gc.collect()
+        assert "first" not in deleted
+        assert writer_ref() is not None
+
+        # Churn other registrations, so a stale reference would meet reused memory.
+        others = [socket.socketpair() for _ in range(20)]
+        try:
+            for s, _ in others:
+                loop.add_reader(s.fileno(), lambda: None)
+            for s, _ in others:
+                assert loop.remove_reader(s.fileno()) is True
+        finally:
+            for pair in others:
+                for sock in pair:
+                    sock.close()
+
+        # Both callbacks are still registered: the writer runs (the socket is writable), and
+        # the reader runs once data arrives.
+        run_until(loop, lambda: "writer" in calls)
+        assert loop.remove_writer(a.fileno()) is True
+        assert "reader" not in calls
+        b.send(b"!")
+        run_until(loop, lambda: "reader" in calls)
+        assert loop.remove_reader(a.fileno()) is True
+        gc.collect()
+        assert writer_ref() is None
+        assert "first" in deleted
+        assert loop.remove_reader(a.fileno()) is False
+
+
+@pytest.mark.uvloop_xfail("uvloop's remove_reader/remove_writer return None")
+def test_file_object_del_reentering_while_its_reader_is_removed(loop):
+    """The file object's __del__, run as remove_reader() drops the registration, adds and removes
+    many other readers; every registration ends consistent and the loop keeps working."""
+    pairs = [socket.socketpair() for _ in range(50)]
+    deleted = []
+    try:
+
+        class FileObj:
+            def __init__(self, sock):
+                self.sock = sock
+
+            def fileno(self):
+                return self.sock.fileno()
+
+            def __del__(self):
+                deleted.append(1)
+                for a, _ in pairs:  # inserts (and may grow the table) during the erase
+                    loop.add_reader(a.fileno(), lambda: None)
+                for a, _ in pairs:
+                    loop.remove_reader(a.fileno())
+
+        x, y = pairs[0]
+        loop.add_reader(FileObj(x), lambda: None)
+        assert loop.remove_reader(x.fileno()) is True
+        gc.collect()
+        assert len(deleted) == 1
+        for a, _ in pairs:
+            assert loop.remove_reader(a.fileno()) is False
+        # The loop still watches descriptors.
+        calls = []
+        loop.add_reader(x, calls.append, "ready")
+        y.send(b"!")
+        run_until(loop, lambda: calls)
+        assert loop.remove_reader(x) is True
+    finally:
+        deleted.clear()
+        for pair in pairs:
+            for sock in pair:
+                sock.close()
+
+
+@pytest.mark.uvloop_xfail("uvloop has no _add_reader() returning the reader's Handle")
+def test_cancelled_reader_on_a_ready_descriptor_whose_file_object_reenters(loop):
+    """A reader whose Handle was cancelled is dropped when its descriptor is reported ready,
+    without running; its file object's __del__ may then add and remove other readers."""
+    pairs = [socket.socketpair() for _ in range(50)]
+    deleted = []
+    try:
+
+        class FileObj:
+            def __init__(self, sock):
+                self.sock = sock
+
+            def fileno(self):
+                return self.sock.fileno()
+
+            def __del__(self):
+                deleted.append(1)
+                for a, _ in pairs[1:]:
+                    loop.add_reader(a.fileno(), lambda: None)
+                for a, _ in pairs[1:]:
+                    loop.remove_reader(a.fileno())
+
+        x, y = pairs[0]
+        calls = []
+        y.send(b"!")
+        handle = loop._add_reader(FileObj(x), calls.append, "cancelled reader")
+        handle.cancel()
+        loop.run_until_complete(asyncio.sleep(0.02))
+        gc.collect()
+        assert calls == []
+        assert deleted == [1]
+        assert loop.remove_reader(x.fileno()) is False
+        for a, _ in pairs[1:]:
+            assert loop.remove_reader(a.fileno()) is False
+        # The loop still watches descriptors.
+        loop.add_reader(x, calls.append, "ready")
+        run_until(loop, lambda: calls)
+        assert calls[0] == "ready"
+        assert loop.remove_reader(x) is True
+    finally:
+        for pair in pairs:
+            for sock in pair:
+                sock.close()
+
+
+@pytest.mark.uvloop_xfail("uvloop runs the ready reader before the earlier call_soon_threadsafe() callback")
+def test_threadsafe_callback_runs_before_a_reader_ready_after_it(loop):
+    """call_soon_threadsafe() from another thread, then the descriptor becomes ready (all while the
+    loop is busy): the callback runs first, the reader after it."""
+
+    async def main():
+        a, b = socket.socketpair()
+        with a, b:
+            a.setblocking(False)
+            order = []
+
+            def reader():
+                order.append("reader")
+                a.recv(10)
+
+            loop.add_reader(a, reader)
+            try:
+
+                def other_thread():
+                    loop.call_soon_threadsafe(order.append, "threadsafe")
+                    b.send(b"x")
+
+                thread = threading.Thread(target=other_thread)
+                thread.start()
+                thread.join(5)  # blocks the loop meanwhile
+                assert not thread.is_alive()
+
+                async def both():
+                    while len(order) < 2:
+                        await asyncio.sleep(0.001)
+
+                await asyncio.wait_for(both(), 5)
+                await asyncio.sleep(0.01)
+                assert order == ["threadsafe", "reader"]
+            finally:
+                loop.remove_reader(a)
+
+    run(loop, main())
