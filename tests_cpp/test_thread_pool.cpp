@@ -163,15 +163,17 @@ TEST_CASE("workers start through the launcher and run on_start first, numbered f
     return true;
   };
   {
-    ThreadPool pool(options);
+    // Declared before the pool, and the pool waits for its workers: the jobs read them to the end.
     std::atomic<int> running{0};
     std::atomic<bool> release{false};
+    ThreadPool pool(options);
     for (int i = 0; i < 4; ++i) pool.submit(job([&] {
       running++;
       while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }));
     wait_until([&] { return running.load() == 4; });
     release = true;
+    pool.shutdown(true, false);
   }
   REQUIRE(launched.load() == 4);
   REQUIRE(numbers == std::vector<std::size_t>{0, 1, 2, 3});
