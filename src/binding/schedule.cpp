@@ -171,7 +171,25 @@ PyObject* call_later(PyObject* self, PyObject* const* args, Py_ssize_t nargs, Py
   return schedule_timer(self, core, when, args + 1, nargs - 1, context);
 }
 
+// get_debug(): every Future asks it when it is made.
+PyObject* get_debug(PyObject* self, PyObject*) {
+  LoopCore* core = loop_core(self);
+  if (core == nullptr) return nullptr;
+  return PyBool_FromLong(core->debug);
+}
+
+// create_future(): asyncio.Future(loop=self), without a Python frame.
+PyObject* create_future(PyObject* self, PyObject*) {
+  static PyObject* const future_type =
+      py::object(py::module_::import("asyncio").attr("Future")).release().ptr();  // never released
+  PyObject* args[] = {self};
+  static PyObject* const loop_keyword = Py_BuildValue("(s)", "loop");
+  return PyObject_Vectorcall(future_type, args, 0, loop_keyword);
+}
+
 PyMethodDef scheduling_methods[] = {
+    {"get_debug", get_debug, METH_NOARGS, "Return the debug mode of the loop."},
+    {"create_future", create_future, METH_NOARGS, "Create a Future object attached to the loop."},
     {"call_soon", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(call_soon)),
      METH_FASTCALL | METH_KEYWORDS,
      "call_soon(callback, *args, context=None)\n--\n\n"
