@@ -1,8 +1,10 @@
-"""Formatting shared by the benchmarks: rates, ratios, and the machine's CPU count."""
+"""What the benchmarks share: making each kind of loop, its version, rates, ratios, the CPU count."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import platform
 from typing import Optional
 
 
@@ -30,3 +32,31 @@ def ratio(num: Optional[float], den: Optional[float]) -> str:
     if not num or not den:
         return "n/a"
     return f"{num / den:.2f}x"
+
+
+def make_loop(name: str) -> asyncio.AbstractEventLoop:
+    """Create a new, not-yet-running event loop of the given kind."""
+    if name == "asyncio":
+        return asyncio.new_event_loop()
+    if name == "uvloop":
+        import uvloop
+        return uvloop.new_event_loop()
+    if name == "turboloop":
+        import turboloop
+        return turboloop.new_event_loop()
+    raise ValueError(f"unknown loop {name!r}")
+
+
+def loop_version(name: str) -> str:
+    """Return the version string of the library implementing loop ``name``."""
+    if name == "asyncio":
+        return f"stdlib (Python {platform.python_version()})"
+    module = __import__(name)
+    version = getattr(module, "__version__", None)
+    if version is None:
+        try:
+            from importlib.metadata import version as dist_version
+            version = dist_version(name)
+        except Exception:  # noqa: BLE001 - best effort only
+            version = "unknown"
+    return str(version)

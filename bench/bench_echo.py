@@ -46,7 +46,7 @@ import time
 import traceback
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from _report import fmt_rate, nproc, ratio
+from _report import fmt_rate, loop_version, make_loop, nproc, ratio
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENT_SRC = os.path.join(HERE, "echo_client.c")
@@ -74,34 +74,6 @@ Case = Tuple[str, int, int]  # (style, size, conns)
 # --------------------------------------------------------------------------------------------
 # Servers (run inside ``--server`` subprocesses only)
 # --------------------------------------------------------------------------------------------
-
-def make_loop(name: str) -> asyncio.AbstractEventLoop:
-    """Create a new, not-yet-running event loop of the given kind."""
-    if name == "asyncio":
-        return asyncio.new_event_loop()
-    if name == "uvloop":
-        import uvloop
-        return uvloop.new_event_loop()
-    if name == "turboloop":
-        import turboloop
-        return turboloop.new_event_loop()
-    raise ValueError(f"unknown loop {name!r}")
-
-
-def loop_version(name: str) -> str:
-    """Return the version string of the library implementing loop ``name``."""
-    if name == "asyncio":
-        return f"stdlib (Python {platform.python_version()})"
-    module = __import__(name)
-    version = getattr(module, "__version__", None)
-    if version is None:
-        try:
-            from importlib.metadata import version as dist_version
-            version = dist_version(name)
-        except Exception:  # noqa: BLE001 - best effort only
-            version = "unknown"
-    return str(version)
-
 
 def report_error(message: str) -> None:
     """Tell the parent something went wrong; it turns any such line into ERR."""

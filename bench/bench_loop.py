@@ -40,7 +40,7 @@ import threading
 import time
 from typing import Any, Callable, Coroutine, Dict, List, Optional
 
-from _report import fmt_rate, nproc, ratio
+from _report import fmt_rate, loop_version, make_loop, nproc, ratio
 
 LOOPS: List[str] = ["asyncio", "uvloop", "turboloop"]
 
@@ -71,34 +71,6 @@ WORKER_TIMEOUT = 300.0       # seconds before a worker is declared hung
 # --------------------------------------------------------------------------
 # Loop factories (used inside workers only)
 # --------------------------------------------------------------------------
-
-def make_loop(name: str) -> asyncio.AbstractEventLoop:
-    """Create a new, not-yet-running event loop of the given kind."""
-    if name == "asyncio":
-        return asyncio.new_event_loop()
-    if name == "uvloop":
-        import uvloop
-        return uvloop.new_event_loop()
-    if name == "turboloop":
-        import turboloop
-        return turboloop.new_event_loop()
-    raise ValueError(f"unknown loop {name!r}")
-
-
-def loop_version(name: str) -> str:
-    """Return the version string of the library implementing loop ``name``."""
-    if name == "asyncio":
-        return f"stdlib (Python {platform.python_version()})"
-    module = __import__(name)
-    version = getattr(module, "__version__", None)
-    if version is None:
-        try:
-            from importlib.metadata import version as dist_version
-            version = dist_version(name)
-        except Exception:  # noqa: BLE001 - best effort only
-            version = "unknown"
-    return str(version)
-
 
 # --------------------------------------------------------------------------
 # Workloads.  Each is ``async def wl(loop, n) -> int`` returning ops done and
