@@ -24,7 +24,7 @@ struct SockRecv {
   Py_ssize_t size;
 };
 
-// Reads up to `size` bytes: a bytes object, nullptr with errno_out = EAGAIN when nothing is
+// Reads up to `size` bytes: a bytes object, nullptr with `error` = EAGAIN when nothing is
 // waiting, or nullptr with a Python OSError set.
 PyObject* read_now(int fd, Py_ssize_t size, int& error) {
   error = 0;
