@@ -7,6 +7,7 @@ asyncio's own code reads them (_sock, _protocol, _protocol_paused, _make_empty_w
 
 from __future__ import annotations
 
+import selectors
 import socket
 import warnings
 from asyncio import base_events, constants, futures, protocols, transports, trsock
@@ -90,8 +91,8 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         if self._loop is not None and not self._loop.is_closed():
             key = self._loop._fd_key(self._sock_fd)
             events = 0 if key is None else key[0]
-            info.append("read=polling" if events & 1 else "read=idle")
-            state = "polling" if events & 2 else "idle"
+            info.append("read=polling" if events & selectors.EVENT_READ else "read=idle")
+            state = "polling" if events & selectors.EVENT_WRITE else "idle"
             info.append(f"write=<{state}, bufsize={self.get_write_buffer_size()}>")
         return "<{}>".format(" ".join(info))
 

@@ -6,7 +6,7 @@
 
 #include "binding/fd_callbacks.hpp"
 #include "binding/loop.hpp"
-#include "core/socket_io.hpp"
+#include "binding/socket_read.hpp"
 
 namespace turboloop::binding {
 namespace {
@@ -24,33 +24,6 @@ struct SockRecv {
   Py_ssize_t size;
 };
 
-// Reads up to `size` bytes: a bytes object, nullptr with `error` = EAGAIN when nothing is
-// waiting, or nullptr with a Python OSError set.
-PyObject* read_now(int fd, Py_ssize_t size, int& error) {
-  error = 0;
-  if (static_cast<std::size_t>(size) <= core::kMaxRead) {
-    char* const scratch = core::read_scratch();
-    const ssize_t count = core::receive(fd, scratch, static_cast<std::size_t>(size));
-    if (count >= 0) return PyBytes_FromStringAndSize(scratch, count);
-    error = static_cast<int>(-count);
-  } else {
-    PyObject* data = PyBytes_FromStringAndSize(nullptr, size);
-    if (data == nullptr) return nullptr;
-    const ssize_t count = core::receive(fd, PyBytes_AS_STRING(data), static_cast<std::size_t>(size));
-    if (count >= 0) {
-      if (_PyBytes_Resize(&data, count) < 0) return nullptr;
-      return data;
-    }
-    Py_DECREF(data);
-    error = static_cast<int>(-count);
-  }
-  if (error != EAGAIN) {
-    errno = error;
-    PyErr_SetFromErrno(PyExc_OSError);
-  }
-  return nullptr;
-}
-
 PyObject* sock_recv_ready(PyObject* object, PyObject*, PyObject*) {
   auto* self = reinterpret_cast<SockRecv*>(object);
   PyObject* done = PyObject_CallMethod(self->future, "done", nullptr);
@@ -59,7 +32,7 @@ PyObject* sock_recv_ready(PyObject* object, PyObject*, PyObject*) {
   Py_DECREF(done);
   if (is_done != 0) return is_done < 0 ? nullptr : Py_NewRef(Py_None);
   int error;
-  PyObject* data = read_now(self->fd, self->size, error);
+  PyObject* data = read_socket(self->fd, static_cast<std::size_t>(self->size), error);
   PyObject* outcome;
   if (data != nullptr) {
     outcome = PyObject_CallMethod(self->future, "set_result", "N", data);
@@ -156,7 +129,7 @@ py::object sock_recv_now_or_later(py::handle self, py::handle sock, py::handle n
   if (fd < 0) return py::none();
 
   int error;
-  PyObject* data = read_now(fd, size, error);
+  PyObject* data = read_socket(fd, static_cast<std::size_t>(size), error);
   if (data != nullptr) return py::reinterpret_steal<py::object>(data);
   if (error != EAGAIN) throw py::error_already_set();
 

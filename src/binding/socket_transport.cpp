@@ -6,6 +6,7 @@
 #include <string>
 
 #include "binding/common.hpp"
+#include "binding/socket_read.hpp"
 #include "core/socket_io.hpp"
 #include "core/write_buffer.hpp"
 
@@ -55,29 +56,21 @@ bool guarded(TransportCore& self, const char* message, Call&& call) {
   }
 }
 
-// One read for a data_received() protocol: into a scratch buffer, then a bytes object.
+// One read for a data_received() protocol.
 void read_bytes(TransportCore& self) {
-  py::object data;
-  ssize_t count;
-  if (self.max_read <= kMaxRead) {
-    char* const scratch = core::read_scratch();
-    count = receive(self.fd, scratch, self.max_read);
-    if (count > 0) data = py::reinterpret_steal<py::object>(PyBytes_FromStringAndSize(scratch, count));
-  } else {
-    data = py::reinterpret_steal<py::object>(PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(self.max_read)));
-    if (!data) throw py::error_already_set();
-    count = receive(self.fd, PyBytes_AS_STRING(data.ptr()), self.max_read);
-    PyObject* resized = data.release().ptr();
-    if (_PyBytes_Resize(&resized, count > 0 ? count : 0) < 0) throw py::error_already_set();
-    data = py::reinterpret_steal<py::object>(resized);
+  int error;
+  PyObject* read = read_socket(self.fd, self.max_read, error);
+  if (read == nullptr) {
+    if (error == EAGAIN) return;
+    py::error_already_set failure;
+    if (error == 0) throw failure;
+    return fatal_error(self, caught(failure), "Fatal read error on socket transport");
   }
-  if (count == -EAGAIN) return;
-  if (count < 0) return fatal_error(self, os_error(static_cast<int>(-count)), "Fatal read error on socket transport");
-  if (count == 0) {
+  const auto data = py::reinterpret_steal<py::object>(read);
+  if (PyBytes_GET_SIZE(read) == 0) {
     self.transport.attr("_read_ready__on_eof")();
     return;
   }
-  if (!data) throw py::error_already_set();
   const py::object protocol = self.protocol;
   guarded(self, "Fatal error: protocol.data_received() call failed.",
           [&] { protocol.attr("data_received")(data); });
