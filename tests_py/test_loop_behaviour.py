@@ -351,6 +351,9 @@ def test_timer_cancellation(loop):
     assert out == ["kept"]
 
 
+@pytest.mark.uvloop_xfail(
+    "uvloop converts call_at deadlines to milliseconds from its cached clock, so timers a millisecond apart can fire out of order"
+)
 def test_timer_cancelled_by_earlier_timer_of_same_batch(loop):
     out = []
     handles = {}
