@@ -292,3 +292,37 @@ TEST_CASE("a job may destroy its own pool") {
   wait_until([&] { return done.load(); });
   REQUIRE(done.load());
 }
+
+TEST_CASE("the pool counts the jobs it started and how long they waited in the queue") {
+  ThreadPool pool(fixed(1));
+  std::atomic<bool> release{false};
+  REQUIRE(pool.submit(job([&] {
+            while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          })) == nullptr);
+  wait_until([&] { return pool.stats().jobs_started == 1; });
+  std::atomic<int> ran{0};
+  for (int i = 0; i < 5; ++i) REQUIRE(pool.submit(job([&] { ran++; })) == nullptr);
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));  // the five wait behind the first
+  release = true;
+  pool.shutdown(/*wait=*/true, /*cancel_pending=*/false);
+  const auto stats = pool.stats();
+  REQUIRE(ran.load() == 5);
+  REQUIRE(stats.jobs_started == 6);
+  REQUIRE(stats.longest_wait_seconds >= 0.030);
+  REQUIRE(stats.total_wait_seconds >= 5 * 0.030);
+  REQUIRE(stats.total_wait_seconds >= stats.longest_wait_seconds);
+}
+
+TEST_CASE("jobs cancelled before they start are not counted as started") {
+  ThreadPool pool(fixed(1));
+  std::atomic<bool> release{false};
+  REQUIRE(pool.submit(job([&] {
+            while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          })) == nullptr);
+  wait_until([&] { return pool.stats().jobs_started == 1; });
+  for (int i = 0; i < 3; ++i) REQUIRE(pool.submit(job([] {})) == nullptr);
+  REQUIRE(pool.take_pending().size() == 3);
+  release = true;
+  pool.shutdown(/*wait=*/true, /*cancel_pending=*/false);
+  REQUIRE(pool.stats().jobs_started == 1);
+}

@@ -56,6 +56,12 @@ class Scheduler {
 
   std::size_t ready_count() const { return ready_.size(); }
   std::size_t timer_count() const { return timers_.size(); }
+  // Timers still due to run: those in the heap that were not cancelled (walks the heap).
+  std::size_t live_timer_count() const {
+    std::size_t live = 0;
+    timers_.for_each([&](const T& item) { live += item.cancelled() ? 0 : 1; });
+    return live;
+  }
 
   // Runs iterations until stop() is called; the stop request is consumed either way.
   template <typename Clock, typename Poll, typename Run>

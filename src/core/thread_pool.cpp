@@ -15,6 +15,8 @@
 #include <mutex>
 #include <thread>
 
+#include "core/clock.hpp"
+
 namespace turboloop::core {
 namespace {
 
@@ -34,6 +36,9 @@ struct ThreadPool::State {
   std::size_t workers = 0;
   std::size_t idle = 0;
   std::size_t started = 0;
+  std::uint64_t jobs_started = 0;
+  std::int64_t total_wait_ns = 0;
+  std::int64_t longest_wait_ns = 0;
   bool shutting_down = false;
 };
 
@@ -45,6 +50,7 @@ std::unique_ptr<Job> ThreadPool::submit(std::unique_ptr<Job> job) {
   State& s = *state_;
   std::unique_lock<std::mutex> lock(s.mutex);
   if (s.shutting_down) return job;
+  job->queued_at_ns_ = monotonic_ns();
   s.queue.push_back(std::move(job));
   if (s.idle >= s.queue.size()) {
     s.job_ready.notify_one();
@@ -98,7 +104,24 @@ std::vector<std::unique_ptr<Job>> ThreadPool::take_pending() {
 
 ThreadPool::Stats ThreadPool::stats() const {
   std::lock_guard<std::mutex> lock(state_->mutex);
-  return Stats{state_->workers, state_->idle, state_->queue.size(), state_->started};
+  const State& s = *state_;
+  return Stats{s.workers,
+               s.idle,
+               s.queue.size(),
+               s.started,
+               s.jobs_started,
+               static_cast<double>(s.total_wait_ns) * 1e-9,
+               static_cast<double>(s.longest_wait_ns) * 1e-9};
+}
+
+std::unique_ptr<Job> ThreadPool::take_front(State& s) {
+  std::unique_ptr<Job> job = std::move(s.queue.front());
+  s.queue.pop_front();
+  const std::int64_t waited = monotonic_ns() - job->queued_at_ns_;
+  ++s.jobs_started;
+  s.total_wait_ns += waited;
+  if (waited > s.longest_wait_ns) s.longest_wait_ns = waited;
+  return job;
 }
 
 void ThreadPool::work(const std::shared_ptr<State>& state, std::size_t worker_number) {
@@ -118,16 +141,13 @@ void ThreadPool::work(const std::shared_ptr<State>& state, std::size_t worker_nu
     }
     if (counted_idle) --s.idle;
     counted_idle = false;
-    std::unique_ptr<Job> job = std::move(s.queue.front());
-    s.queue.pop_front();
-    return job;
+    return take_front(s);
   };
   std::unique_ptr<Job> claimed;
   {
     std::lock_guard<std::mutex> lock(s.mutex);
     if (!s.queue.empty()) {
-      claimed = std::move(s.queue.front());
-      s.queue.pop_front();
+      claimed = take_front(s);
     }
   }
   const bool ready = !s.options.on_start || s.options.on_start(worker_number);
@@ -158,8 +178,7 @@ void ThreadPool::work(const std::shared_ptr<State>& state, std::size_t worker_nu
       if (timed_out && s.queue.empty() && !s.shutting_down && s.workers > s.options.min_workers) break;
     }
     if (s.queue.empty()) break;  // retiring, or shutting down with nothing left to run
-    std::unique_ptr<Job> job = std::move(s.queue.front());
-    s.queue.pop_front();
+    std::unique_ptr<Job> job = take_front(s);
     lock.unlock();
     job->run(take_next);
     job.reset();

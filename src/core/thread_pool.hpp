@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -21,6 +22,10 @@ class Job {
   // Runs the job. A job may call `take_next` and run what it returns on the same thread at once:
   // the binding does, to keep the GIL across jobs that are already queued.
   virtual void run(const TakeNext& take_next) = 0;
+
+ private:
+  friend class ThreadPool;
+  std::int64_t queued_at_ns_ = 0;  // when submit() queued it, for the pool's task latency
 };
 
 class ThreadPool {
@@ -51,6 +56,9 @@ class ThreadPool {
     std::size_t idle;     // workers waiting for a job
     std::size_t queued;   // jobs not yet started
     std::size_t started;  // workers ever started
+    std::uint64_t jobs_started;         // jobs a worker has taken from the queue
+    double total_wait_seconds;          // their time in the queue, summed
+    double longest_wait_seconds;        // the longest of those
   };
 
   explicit ThreadPool(Options options);
@@ -76,6 +84,8 @@ class ThreadPool {
  private:
   struct State;
   static void work(const std::shared_ptr<State>& state, std::size_t worker_number);
+  // Takes the job at the front of the queue (the state's mutex held), counting its wait.
+  static std::unique_ptr<Job> take_front(State& state);
 
   // Shared with the workers, so that a worker outlives the pool safely when the pool is
   // destroyed from one of its own jobs.
