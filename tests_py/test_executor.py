@@ -1008,13 +1008,28 @@ def test_fixed_pool_never_retires(make_tl):
 
 def test_stats_shape(make_tl):
     executor = make_tl(2)
-    assert executor.stats() == {"workers": 0, "idle": 0, "queued": 0, "started": 0}
+    assert executor.stats() == {
+        "workers": 0,
+        "idle": 0,
+        "queued": 0,
+        "started": 0,
+        "tasks_started": 0,
+        "total_wait": 0.0,
+        "longest_wait": 0.0,
+    }
     release = threading.Event()
     futures = [executor.submit(release.wait, TIMEOUT) for _ in range(5)]
     assert wait_until(lambda: executor.stats()["workers"] == 2 and executor.stats()["queued"] == 3)
+    assert executor.stats()["tasks_started"] == 2
+    time.sleep(0.05)
     release.set()
     wait(futures, timeout=TIMEOUT)
     assert wait_until(lambda: executor.stats()["idle"] == 2)
+    stats = executor.stats()
+    assert stats["tasks_started"] == 5
+    # The three queued tasks waited for the first two, at least the 0.05 s before the release.
+    assert stats["longest_wait"] >= 0.05
+    assert stats["total_wait"] >= 3 * 0.05
 
 
 @pytest.mark.parametrize(

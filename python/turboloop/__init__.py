@@ -12,11 +12,12 @@ from turboloop._executor import ThreadPoolExecutor
 from turboloop._loop import Loop
 from turboloop._policy import EventLoopPolicy, install, new_event_loop, run
 from turboloop._turboloop import Handle, TimerHandle
+from turboloop._watchdog import Stall, disable_watchdog, enable_watchdog
 
 __version__ = "0.1.0"
 
 # Public names read as turboloop.X in reprs and docs, wherever they are defined.
-for _public in (Loop, EventLoopPolicy, ThreadPoolExecutor):
+for _public in (Loop, EventLoopPolicy, Stall, ThreadPoolExecutor):
     _public.__module__ = __name__
 del _public
 
@@ -24,9 +25,12 @@ __all__ = [
     "EventLoopPolicy",
     "Handle",
     "Loop",
+    "Stall",
     "ThreadPoolExecutor",
     "TimerHandle",
     "__version__",
+    "disable_watchdog",
+    "enable_watchdog",
     "install",
     "new_event_loop",
     "run",

@@ -217,6 +217,7 @@ class ThreadPoolExecutor(_stdlib_thread.ThreadPoolExecutor):
 
     shutdown.__doc__ = _base.Executor.shutdown.__doc__
 
-    def stats(self) -> dict[str, int]:
-        """(turboloop) The pool's state: workers alive, idle, jobs queued, workers ever started."""
+    def stats(self) -> dict[str, int | float]:
+        """(turboloop) The pool's state: workers alive, idle, jobs queued, workers ever started,
+        tasks started, and the total and longest time tasks waited in the queue (seconds)."""
         return self._pool.stats()

@@ -22,6 +22,7 @@ from asyncio.base_events import _format_handle
 from asyncio.log import logger
 from typing import Any, Callable
 
+from turboloop import _watchdog
 from turboloop._executor import ThreadPoolExecutor
 from turboloop._transport import SocketTransport
 from turboloop._turboloop import LoopCore
@@ -80,6 +81,9 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
         )
         self._signal_handlers: dict[int, events.Handle] = {}
         self._saved_wakeup_fd: int | None = None
+        self._watchdog_callback: Callable[[_watchdog.Stall], object] | None = None
+        if _watchdog.default is not None:
+            self.set_watchdog(*_watchdog.default)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -140,6 +144,67 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
         duration = self.time() - start
         if duration >= self.slow_callback_duration:
             logger.warning("Executing %s took %.3f seconds", _format_handle(handle), duration)
+
+    # -- watchdog and metrics (turboloop's own) ------------------------------------------------
+
+    def set_watchdog(
+        self, threshold: float | None, callback: Callable[[_watchdog.Stall], object] | None = None
+    ) -> None:
+        """(turboloop) Report each stall of this loop: a stretch longer than `threshold` seconds
+        (None: off) in which it does not come back to poll. The report, with the loop thread's
+        Python stack captured while it was blocked, goes to the ``asyncio`` logger as a warning
+        and to ``callback(stall)`` (a turboloop.Stall) on the loop's thread."""
+        seconds = 0.0 if threshold is None else _watchdog.check_threshold(threshold)
+        callback = _watchdog.check_callback(callback)
+        if self.is_running() and self._thread_id != threading.get_ident():
+            raise RuntimeError("set_watchdog() must be called from the loop's thread while the loop runs")
+        self._watchdog_callback = callback if seconds else None
+        self._set_watchdog(seconds)
+
+    def get_watchdog(self) -> float | None:
+        """(turboloop) The watchdog's threshold in seconds, or None when it is off."""
+        return self._watchdog_threshold or None
+
+    def _report_stall(
+        self, duration: float, threshold: float, handle: events.Handle | None, stack: Any
+    ) -> None:
+        stall = _watchdog.Stall(duration, threshold, handle, stack)
+        logger.warning("%s", stall.format())
+        callback = self._watchdog_callback
+        if callback is None:
+            return
+        try:
+            callback(stall)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self.call_exception_handler(
+                {"message": "Exception in the watchdog's callback", "exception": exc, "stall": stall}
+            )
+
+    def stats(self) -> dict[str, int | float]:
+        """(turboloop) The loop's metrics, always counted: a plain dict of numbers (seconds for
+        times). See the README's "Loop metrics" for what each one means."""
+        if self.is_running() and self._thread_id != threading.get_ident():
+            raise RuntimeError(
+                "stats() must be called from the loop's thread while the loop runs; from another "
+                "thread, use loop.call_soon_threadsafe() or asyncio.run_coroutine_threadsafe()"
+            )
+        stats: dict[str, int | float] = self._native_stats()
+        stats["handles_open"] = stats["readers"] + stats["writers"]
+        stats["transports_open"] = sum(
+            1 for transport in list(self._transports.values()) if not transport.is_closing()
+        )
+        executor = self._default_executor
+        pool = executor.stats() if isinstance(executor, ThreadPoolExecutor) else {}
+        started = pool.get("tasks_started", 0)
+        stats["executor_workers"] = pool.get("workers", 0)
+        stats["executor_workers_busy"] = pool.get("workers", 0) - pool.get("idle", 0)
+        stats["executor_queue_depth"] = pool.get("queued", 0)
+        stats["executor_tasks_started"] = started
+        stats["executor_task_latency"] = pool["total_wait"] / started if started else 0.0
+        stats["executor_task_latency_max"] = pool.get("longest_wait", 0.0)
+        return stats
 
     # -- executor ------------------------------------------------------------------------------
 

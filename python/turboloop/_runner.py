@@ -21,11 +21,15 @@ import zipfile
 
 from turboloop._executor import ThreadPoolExecutor
 from turboloop._policy import install
+from turboloop._watchdog import enable_watchdog
 
-USAGE = """usage: python -m turboloop [-m module | -c code | script.py] [args...]
+USAGE = """usage: python -m turboloop [--watchdog SECONDS] [-m module | -c code | script.py] [args...]
 
 Runs the program as __main__ on turboloop's event loop (and with concurrent.futures'
 ThreadPoolExecutor on turboloop's native pool), exactly as `python` would run it.
+
+  --watchdog SECONDS  report each time the event loop is blocked for longer than SECONDS,
+                      with the stack of the code that blocks it (as TURBOLOOP_WATCHDOG=SECONDS)
 """
 
 
@@ -80,8 +84,32 @@ def _report(exc: BaseException) -> int:
     return 1
 
 
+def _take_watchdog_option(argv: list[str]) -> list[str] | str:
+    """`argv` without a leading --watchdog option, which it applies; or an error message."""
+    if not argv or not argv[0].startswith("--watchdog"):
+        return argv
+    option, equals, value = argv[0].partition("=")
+    if option != "--watchdog":
+        return argv
+    if not equals:
+        if len(argv) < 2:
+            return "Argument expected for the --watchdog option"
+        value, argv = argv[1], argv[1:]
+    try:
+        threshold = float(value)
+        enable_watchdog(threshold)
+    except ValueError:
+        return f"--watchdog needs a positive number of seconds (such as 0.1), got {value!r}"
+    return argv[1:]
+
+
 def main(argv: list[str]) -> int:
     """Run the program `argv` describes; return its exit status."""
+    remaining = _take_watchdog_option(argv)
+    if isinstance(remaining, str):
+        sys.stderr.write(f"{remaining}\n{USAGE}")
+        return 2
+    argv = remaining
     if not argv or argv[0] in ("-h", "--help"):
         (sys.stdout if argv else sys.stderr).write(USAGE)
         return 0 if argv else 2

@@ -142,6 +142,18 @@ py::object FdCallbacks::key(int fd) const {
                         handle_or_none(found->second.writer));
 }
 
+std::size_t FdCallbacks::reader_count() const {
+  std::size_t count = 0;
+  for (const auto& [fd, slot] : slots_) count += slot.reader.get() != nullptr ? 1 : 0;
+  return count;
+}
+
+std::size_t FdCallbacks::writer_count() const {
+  std::size_t count = 0;
+  for (const auto& [fd, slot] : slots_) count += slot.writer.get() != nullptr ? 1 : 0;
+  return count;
+}
+
 void add_fd_methods(py::class_<LoopCore>& cls) {
   cls.def("_add_reader",
           [](py::handle self, py::handle fd, py::handle callback, py::args args) {

@@ -31,6 +31,10 @@ class FdCallbacks {
   // (events, reader, writer) as a selector key holds them, or None when `fd` is not watched.
   py::object key(int fd) const;
 
+  // How many descriptors have a reader callback, and how many a writer callback.
+  std::size_t reader_count() const;
+  std::size_t writer_count() const;
+
   // Visits each Python object held (for garbage-collector traversal).
   template <typename Visit>
   void for_each(Visit&& visit) const {

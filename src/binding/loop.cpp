@@ -26,6 +26,27 @@ int signal_wakeup_fd(LoopCore& core) {
   return core.signals->write_fd();
 }
 
+// What the native core counts and holds, for the Python loop's stats().
+py::dict native_stats(const LoopCore& core) {
+  py::dict stats;
+  stats["iterations"] = core.metrics.iterations();
+  stats["callbacks_run"] = core.metrics.callbacks();
+  stats["time_in_callbacks"] = core.metrics.callback_seconds();
+  stats["time_polling"] = core.metrics.poll_seconds();
+  stats["longest_callback"] = core.metrics.longest_callback_seconds();
+  stats["ready_queue_depth"] = core.scheduler.ready_count();
+  stats["timers_pending"] = core.scheduler.live_timer_count();
+  stats["readers"] = core.fds ? core.fds->reader_count() : 0;
+  stats["writers"] = core.fds ? core.fds->writer_count() : 0;
+  return stats;
+}
+
+void set_watchdog(LoopCore& core, double threshold) {
+  core.watchdog.stop();
+  core.watchdog.set_threshold(threshold);
+  if (core.thread_id && *core.thread_id == PyThread_get_thread_ident()) core.watchdog.start(*core.thread_id);
+}
+
 int traverse(PyObject* self, visitproc visit, void* arg) {
   Py_VISIT(Py_TYPE(self));
   if (!py::detail::is_holder_constructed(self)) return 0;
@@ -70,16 +91,30 @@ void LoopCore::check_thread() const {
 
 void LoopCore::run_until_stopped(py::handle self) {
   thread_id = PyThread_get_thread_ident();
-  struct ClearThread {
-    std::optional<unsigned long>& id;
-    ~ClearThread() { id.reset(); }
-  } clear_thread{thread_id};
+  watchdog.start(*thread_id);
+  metrics.start_running();
+  struct StopRunning {
+    LoopCore& core;
+    ~StopRunning() {
+      core.watchdog.stop();
+      core.watchdog.forget_stall();
+      core.metrics.stop_running();
+      core.thread_id.reset();
+    }
+  } stop_running{*this};
   scheduler.run_until_stopped(
       core::monotonic_seconds, clock_resolution, [&](double timeout) { poll(self, timeout); },
       [&](HandleRef& item) { run(self, item); });
+  // A stall in the last iteration is reported too (an exception leaving the loop skips this).
+  watchdog.busy_period_ended(self, metrics.stop_running());
 }
 
 void LoopCore::poll(py::handle self, double timeout) {
+  watchdog.busy_period_ended(self, metrics.enter_poll());
+  struct LeavePoll {
+    core::LoopMetrics& metrics;
+    ~LeavePoll() { metrics.leave_poll(); }
+  } leave_poll{metrics};
   if (timeout == 0.0) {
     uv->poll(0.0);
   } else {
@@ -103,6 +138,8 @@ void LoopCore::run(py::handle self, HandleRef& item) {
   } else if (run_handle(item.get()) < 0) {
     throw py::error_already_set();
   }
+  metrics.callback_ran();
+  watchdog.callback_ran(item.get());
 }
 
 void register_loop(py::module_& module) {
@@ -118,6 +155,9 @@ void register_loop(py::module_& module) {
       .def("_run_until_stopped", [](py::handle self) { self.cast<LoopCore&>().run_until_stopped(self); })
       .def("_shutdown_core", [](LoopCore& core) { shutdown_core(core); })
       .def("_signal_wakeup_fd", &signal_wakeup_fd)
+      .def("_native_stats", &native_stats)
+      .def("_set_watchdog", &set_watchdog, py::arg("threshold"))
+      .def_property_readonly("_watchdog_threshold", [](const LoopCore& core) { return core.watchdog.threshold(); })
       .def("_write_to_self", [](LoopCore& core) {
         if (core.uv) core.uv->wake();
       })

@@ -10,6 +10,8 @@
 #include "binding/common.hpp"
 #include "binding/fd_callbacks.hpp"
 #include "binding/handle.hpp"
+#include "binding/watchdog.hpp"
+#include "core/loop_metrics.hpp"
 #include "core/signal_pipe.hpp"
 #include "core/uv_loop.hpp"
 
@@ -27,6 +29,8 @@ class LoopCore {
   void run_until_stopped(py::handle self);
 
   LoopScheduler scheduler;
+  core::LoopMetrics metrics;
+  LoopWatchdog watchdog{metrics};
   bool debug = false;
   bool closed = false;
   // The Python thread ident of the thread running the loop, while it runs.

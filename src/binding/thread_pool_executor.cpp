@@ -413,6 +413,9 @@ class PoolCore {
     result["idle"] = stats.idle;
     result["queued"] = stats.queued;
     result["started"] = stats.started;
+    result["tasks_started"] = stats.jobs_started;
+    result["total_wait"] = stats.total_wait_seconds;
+    result["longest_wait"] = stats.longest_wait_seconds;
     return result;
   }
 
