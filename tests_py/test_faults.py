@@ -419,6 +419,7 @@ async def _gather_later(n, worker):
 SIGNALS = 15
 
 
+@pytest.mark.uvloop_xfail("uvloop at times leaves two internal descriptors open after such interrupts")
 def test_keyboard_interrupt_from_sigint_at_random_times(loop_factory, default_sigint):
     """SIGINT sent by another thread at seeded random delays, while the loop runs tasks, timers
     and a reader, and sometimes waits in its poll: each run ends in KeyboardInterrupt, after which
@@ -429,7 +430,8 @@ def test_keyboard_interrupt_from_sigint_at_random_times(loop_factory, default_si
     fd_before = open_fds()
     loop = loop_factory()
     r, w = socket.socketpair()
-    loop.set_exception_handler(lambda lp, ctx: None)  # tasks the interrupts left behind
+    reports = []
+    loop.set_exception_handler(lambda lp, ctx: reports.append(ctx["message"]))
     received = []
     loop.add_reader(r, lambda: received.append(r.recv(4096)))
 
@@ -465,3 +467,5 @@ def test_keyboard_interrupt_from_sigint_at_random_times(loop_factory, default_si
     del tasks
     gc.collect()
     assert open_fds() == fd_before
+    # Only the tasks an interrupt landed in (or left without a wake-up) are reported.
+    assert set(reports) <= {"Task exception was never retrieved", "Task was destroyed but it is pending!"}, reports
