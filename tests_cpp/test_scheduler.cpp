@@ -1,6 +1,7 @@
 // Scheduler: asyncio's _run_once semantics with a fake clock and a fake poll.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -211,4 +212,17 @@ TEST_CASE("clear drops everything and unschedules timers") {
   h.now += 5;
   h.run_once();
   REQUIRE(h.log.empty());
+}
+
+TEST_CASE("for_each visits ready items, timers, and items other threads sent but the loop has not taken") {
+  Harness h;
+  h.scheduler.call_soon(h.item("ready"));
+  h.scheduler.call_at(h.now + 1, h.item("timer"));
+  Item sent = h.item("threadsafe");
+  const Flags* sent_flags = sent.flags.get();
+  h.scheduler.call_soon_threadsafe(std::move(sent));
+  std::vector<const Flags*> visited;
+  h.scheduler.for_each([&](const Item& item) { visited.push_back(item.flags.get()); });
+  REQUIRE(visited.size() == 3);
+  REQUIRE(std::count(visited.begin(), visited.end(), sent_flags) == 1);
 }

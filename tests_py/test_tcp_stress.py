@@ -1,9 +1,11 @@
 """TCP under load, on every loop of ``conftest.LOOP_NAMES``: no byte lost or reordered through an
 echo pair under backpressure (protocols, streams and sock_* methods), and many concurrent
-connections each served an echo.
+connections, a tenth of them reset at random, the others each served an echo.
 
 Sizes are modest by default so that the file stays well under a minute in CI for all three loops;
 ``TURBOLOOP_STRESS=1`` runs the full sizes (1 GiB through each echo pair, 10,000 connections).
+The many-connections clients run in a subprocess (``stress_client.py``), so that each process
+needs one descriptor per connection, not two.
 Every wait is bounded, so a loop that loses data or a wake-up fails instead of hanging.
 """
 
@@ -15,10 +17,14 @@ import faulthandler
 import hashlib
 import os
 import random
+import json
 import resource
 import socket
+import subprocess
+import sys
 
 import pytest
+import stress_client
 
 STRESS = os.environ.get("TURBOLOOP_STRESS") == "1"
 ECHO_BYTES = (1 << 30) if STRESS else (32 << 20)
@@ -364,78 +370,98 @@ def nofile_limit(needed):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_many_concurrent_connections(loop):
-    """CONNECTIONS clients all connected at once (the server sees them all live together), then
-    each sends its own message and gets it echoed, then all close."""
+RESETS = CONNECTIONS // 10
+SEED = 20240917
+
+
+def test_many_concurrent_connections_with_resets(loop, loop_name):
+    """CONNECTIONS clients (a subprocess on a loop of the same kind) all connected at once: the
+    server sees them all live together and sends each a go byte.  Then a seeded random RESETS of
+    them reset (SO_LINGER 0) before, while or after sending their message, and the others send
+    theirs, half-close, and get it echoed.  The server survives with no error reported; it
+    checksums what each clean connection sent, and counts connection_lost exactly: once per
+    connection, with ConnectionError for the resets and None for the others."""
     n = CONNECTIONS
-    # two descriptors per connection (both ends live in this process), plus headroom
-    with nofile_limit(2 * n + 256):
-        run(loop, many_connections(loop, n), timeout=TIMEOUT * 2 if STRESS else TIMEOUT)
+    # one descriptor per connection (the clients are in another process), plus headroom
+    with nofile_limit(n + 256):
+        run(loop, many_connections(loop, loop_name, n), timeout=TIMEOUT * 2 if STRESS else TIMEOUT)
 
 
-async def many_connections(loop, n):
-    live = 0
-    peak = 0
-    all_in = asyncio.Event()
-    handled = 0
-    errors = []
+class StressServer(asyncio.Protocol):
+    """Echoes; sends the go byte to everyone once all connections are in; records its end."""
 
-    async def handler(reader, writer):
-        nonlocal live, peak, handled
-        live += 1
-        peak = max(peak, live)
-        try:
-            if live == n:
-                all_in.set()
-            line = await reader.readline()
-            writer.write(line[::-1][1:] + b"\n")
-            await writer.drain()
-            assert await reader.read() == b""
-            handled += 1
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-        finally:
-            live -= 1
-            writer.close()
+    def __init__(self, state):
+        self.state = state
+        self.hash = hashlib.sha256()
+        self.received = 0
+        self.head = b""
+        self.transport = None
 
-    server = await asyncio.start_server(handler, "127.0.0.1", 0, backlog=min(n, 4096))
-    streams = []
+    def connection_made(self, transport):
+        self.transport = transport
+        state = self.state
+        state["live"].append(self)
+        state["peak"] = max(state["peak"], len(state["live"]))
+        if len(state["live"]) == state["n"]:
+            for proto in state["live"]:
+                proto.transport.write(stress_client.GO)
+
+    def data_received(self, data):
+        if b"\n" not in self.head:
+            self.head += data[:16]
+        self.hash.update(data)
+        self.received += len(data)
+        self.transport.write(data)
+
+    def eof_received(self):
+        return None  # close once the echo is flushed
+
+    def connection_lost(self, exc):
+        state = self.state
+        state["live"].remove(self)
+        if exc is None:
+            state["clean"][int(self.head.split(b"\n")[0])] = (self.received, self.hash.hexdigest())
+        elif isinstance(exc, ConnectionError):
+            state["reset"] += 1
+        else:
+            state["other"].append(exc)
+        state["lost"] += 1
+        if state["lost"] == state["n"]:
+            state["done"].set_result(None)
+
+
+async def many_connections(loop, loop_name, n):
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+    state = {"n": n, "live": [], "peak": 0, "clean": {}, "reset": 0, "other": [], "lost": 0}
+    state["done"] = loop.create_future()
+    server = await loop.create_server(lambda: StressServer(state), "127.0.0.1", 0, backlog=min(n, 4096))
+    client = subprocess.Popen(
+        [sys.executable, stress_client.__file__, loop_name, str(server.sockets[0].getsockname()[1])]
+        + [str(n), str(SEED), str(RESETS)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        addr = server.sockets[0].getsockname()
-        gate = asyncio.Semaphore(min(n, 1000))  # stay within the listen backlog
-
-        async def connect():
-            async with gate:
-                streams.append(await asyncio.open_connection(*addr))
-
-        results = await asyncio.gather(*(connect() for _ in range(n)), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        assert not failures, f"{len(failures)} connects failed, e.g. {failures[0]!r}"
-        await asyncio.wait_for(all_in.wait(), 30)
-        assert peak == n
-
-        async def exchange(i, reader, writer):
-            message = f"connection {i:05d}".encode()
-            writer.write(message + b"\n")
-            await writer.drain()
-            reply = await reader.readline()
-            writer.write_eof()
-            assert await reader.read() == b""
-            return reply == message[::-1] + b"\n"
-
-        replies = await asyncio.gather(*(exchange(i, r, w) for i, (r, w) in enumerate(streams)), return_exceptions=True)
-        failures = [r for r in replies if r is not True]
-        assert not failures, f"{len(failures)} of {n} exchanges failed, e.g. {failures[0]!r}"
-        for _ in range(500):
-            if handled + len(errors) == n:
-                break
-            await asyncio.sleep(0.01)
-        assert errors == []
-        assert handled == n
+        out, err = await loop.run_in_executor(None, client.communicate, None, TIMEOUT)
+        assert client.returncode == 0, err
+        assert json.loads(out) == {"echoed": n - RESETS, "reset": RESETS, "bad": 0, "example": []}
+        await asyncio.wait_for(asyncio.shield(state["done"]), 30)
     finally:
-        for _, writer in streams:
-            writer.close()
-        await asyncio.gather(*(w.wait_closed() for _, w in streams), return_exceptions=True)
+        if client.poll() is None:
+            client.kill()
+            client.communicate()
         server.close()
         await server.wait_closed()
-        await asyncio.sleep(0.05)
+
+    assert state["peak"] == n
+    assert state["lost"] == n
+    assert state["other"] == []
+    assert state["reset"] == RESETS
+    reset = stress_client.resets(SEED, n, RESETS)
+    assert sorted(state["clean"]) == [i for i in range(n) if i not in reset]
+    for i, (received, digest) in state["clean"].items():
+        data = stress_client.message(SEED, i)
+        assert (received, digest) == (len(data), hashlib.sha256(data).hexdigest()), i
+    assert contexts == []

@@ -3,6 +3,8 @@
 
 #include <system_error>
 
+#include "core/uv_loop.hpp"
+
 namespace turboloop::binding {
 
 py::object support(const char* name) {
@@ -24,6 +26,7 @@ PYBIND11_MODULE(_turboloop, module) {
       PyErr_SetFromErrno(PyExc_OSError);
     }
   });
+  turboloop::core::UvLoop::prepare_process();
   turboloop::binding::register_handle(module);
   turboloop::binding::register_loop(module);
   turboloop::binding::register_socket_transport(module);

@@ -24,6 +24,13 @@ class MpscQueue {
     out.swap(items_);
   }
 
+  // Visits every queued item under the lock (for garbage-collector traversal).
+  template <typename Visit>
+  void for_each(Visit&& visit) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const T& item : items_) visit(item);
+  }
+
   bool empty() const {
     std::lock_guard<std::mutex> lock(mutex_);
     return items_.empty();

@@ -91,11 +91,13 @@ class Scheduler {
     }
   }
 
-  // Visits every item the scheduler holds (for garbage-collector traversal).
+  // Visits every item the scheduler holds (for garbage-collector traversal), including those
+  // other threads sent that the loop has not taken yet.
   template <typename Visit>
   void for_each(Visit&& visit) const {
     ready_.for_each(visit);
     timers_.for_each(visit);
+    incoming_.for_each(visit);
   }
 
   // Drops everything scheduled (the loop is closing).

@@ -23,6 +23,10 @@ class UvLoop {
 
   uv_loop_t* raw() { return &loop_; }
 
+  // libuv makes a process-wide pipe with its first loop and abort()s when it cannot: call this
+  // early (at import), while descriptors are surely free, not in a loop made when they ran out.
+  static void prepare_process();
+
  private:
   uv_loop_t loop_{};
   uv_timer_t poll_timer_{};
