@@ -72,7 +72,7 @@ def _launcher(executor_ref: weakref.ref[ThreadPoolExecutor], prefix: str) -> Cal
     return launch
 
 
-def _starter(initializer: Callable[..., object] | None, initargs: tuple) -> Callable[[int], bool]:
+def _starter(initializer: Callable[..., object] | None, initargs: tuple[Any, ...]) -> Callable[[int], bool]:
     def start(worker_number: int) -> bool:
         if initializer is None:
             return True
@@ -115,7 +115,7 @@ class ThreadPoolExecutor(_stdlib_thread.ThreadPoolExecutor):
         max_workers: int | None = None,
         thread_name_prefix: str = "",
         initializer: Callable[..., object] | None = None,
-        initargs: tuple = (),
+        initargs: tuple[Any, ...] = (),
         *,
         min_workers: int = 0,
         idle_timeout: float | None = None,
@@ -133,7 +133,7 @@ class ThreadPoolExecutor(_stdlib_thread.ThreadPoolExecutor):
 
         self._max_workers = max_workers
         self._thread_name_prefix = thread_name_prefix or ("ThreadPoolExecutor-%d" % self._counter())
-        self._initializer = initializer
+        self._initializer = initializer  # type: ignore[assignment]
         self._initargs = initargs
         self._threads: set[threading.Thread] = set()
         self._shutdown_lock = threading.Lock()
@@ -150,12 +150,14 @@ class ThreadPoolExecutor(_stdlib_thread.ThreadPoolExecutor):
         )
         _live_executors.add(self)
 
+    # The stdlib's code writes these two; here they are the native pool's state, and _broken is
+    # the stdlib's failure message or False (typeshed has bool).
     @property
-    def _broken(self) -> str | bool:
+    def _broken(self) -> str | bool:  # type: ignore[override]
         return self._pool.broken or False
 
     @property
-    def _shutdown(self) -> bool:
+    def _shutdown(self) -> bool:  # type: ignore[override]
         return self._pool.shut_down
 
     def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
@@ -163,7 +165,9 @@ class ThreadPoolExecutor(_stdlib_thread.ThreadPoolExecutor):
 
     submit.__doc__ = _base.Executor.submit.__doc__
 
-    def _submit_to_loop(self, loop: Any, complete: Callable[..., None], future: Any, fn: Any, args: tuple) -> None:
+    def _submit_to_loop(
+        self, loop: Any, complete: Callable[..., None], future: Any, fn: Any, args: tuple[Any, ...]
+    ) -> None:
         """run_in_executor's path: the outcome goes to `future` through loop.call_soon_threadsafe."""
         self._pool.submit_to_loop(loop, complete, future, fn, args)
 

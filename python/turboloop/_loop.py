@@ -18,14 +18,17 @@ import threading
 import warnings
 import weakref
 from asyncio import base_events, coroutines, events, sslproto
-from asyncio.base_events import _format_handle
+from asyncio.base_events import _format_handle  # type: ignore[attr-defined]
 from asyncio.log import logger
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, TypeVarTuple, Unpack
 
 from turboloop import _watchdog
 from turboloop._executor import ThreadPoolExecutor
 from turboloop._transport import SocketTransport
 from turboloop._turboloop import LoopCore
+
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
 
 
 def _noop_signal_handler(signum: int, frame: Any) -> None:
@@ -59,7 +62,8 @@ class _SelectorView:
         if key is None:
             raise KeyError(f"{fileobj!r} is not registered")
         events, reader, writer = key
-        return selectors.SelectorKey(fileobj, selectors._fileobj_to_fd(fileobj), events, (reader, writer))
+        fd = selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined]
+        return selectors.SelectorKey(fileobj, fd, events, (reader, writer))
 
 
 class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
@@ -69,13 +73,30 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
     and servers are built on) is native; the selector event loop's code above it is asyncio's own.
     """
 
+    if TYPE_CHECKING:
+        # asyncio.BaseEventLoop's private attributes this class uses, which typeshed leaves out.
+        _default_executor: concurrent.futures.Executor | None
+        _executor_shutdown_called: bool
+        _current_handle: Any
+        _ready: Any
+        _scheduled: Any
+        _timer_cancelled_count: int
+
+        def _check_closed(self) -> None: ...
+        def _check_running(self) -> None: ...
+        def _check_callback(self, callback: Any, method: str) -> None: ...
+        def _check_default_executor(self) -> None: ...
+        def _set_coroutine_origin_tracking(self, enabled: bool) -> None: ...
+        def _asyncgen_firstiter_hook(self, agen: Any) -> None: ...
+        def _asyncgen_finalizer_hook(self, agen: Any) -> None: ...
+
     def __init__(self) -> None:
         LoopCore.__init__(self)
         # Not the selector loop's __init__: the native core replaces its selector and self-pipe.
         asyncio.BaseEventLoop.__init__(self)
         # BaseEventLoop's Python queues and counters: the native scheduler replaces them.
         del self._ready, self._scheduled, self._timer_cancelled_count
-        self._selector = _SelectorView(self)
+        self._selector: _SelectorView | None = _SelectorView(self)
         self._transports: weakref.WeakValueDictionary[int, asyncio.BaseTransport] = (
             weakref.WeakValueDictionary()
         )
@@ -196,7 +217,7 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
             1 for transport in list(self._transports.values()) if not transport.is_closing()
         )
         executor = self._default_executor
-        pool = executor.stats() if isinstance(executor, ThreadPoolExecutor) else {}
+        pool: dict[str, int | float] = executor.stats() if isinstance(executor, ThreadPoolExecutor) else {}
         started = pool.get("tasks_started", 0)
         stats["executor_workers"] = pool.get("workers", 0)
         stats["executor_workers_busy"] = pool.get("workers", 0) - pool.get("idle", 0)
@@ -208,7 +229,12 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
 
     # -- executor ------------------------------------------------------------------------------
 
-    def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    def run_in_executor(
+        self,
+        executor: concurrent.futures.Executor | None,
+        func: Callable[[Unpack[_Ts]], _T],
+        *args: Unpack[_Ts],
+    ) -> asyncio.Future[_T]:
         """Run func(*args) in `executor` (default: turboloop's native thread pool)."""
         self._check_closed()
         if self._debug:
@@ -219,7 +245,7 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
             if executor is None:
                 executor = ThreadPoolExecutor(thread_name_prefix="asyncio")
                 self._default_executor = executor
-        if type(executor).submit is ThreadPoolExecutor.submit:
+        if isinstance(executor, ThreadPoolExecutor) and type(executor).submit is ThreadPoolExecutor.submit:
             # turboloop's pool hands the outcome straight to the loop: no concurrent Future.
             future = self.create_future()
             executor._submit_to_loop(self, _complete_from_executor, future, func, args)
@@ -230,13 +256,13 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
 
     async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
         """Receive up to n bytes from the non-blocking socket sock."""
-        base_events._check_ssl_socket(sock)
+        base_events._check_ssl_socket(sock)  # type: ignore[attr-defined]
         if self._debug and sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
         result = self._sock_recv_now_or_later(sock, n)
         if result is None:
             return await super().sock_recv(sock, n)
-        if type(result) is bytes:
+        if isinstance(result, bytes):
             return result
         return await result
 
@@ -298,7 +324,7 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
         if sig not in signal.valid_signals():
             raise ValueError(f"invalid signal number {sig}")
 
-    def add_signal_handler(self, sig: int, callback: Callable[..., object], *args: Any) -> None:
+    def add_signal_handler(self, sig: int, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts]) -> None:
         """Call callback(*args) on the loop whenever signal `sig` arrives (main thread only)."""
         if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
             raise TypeError("coroutines cannot be used with add_signal_handler()")

@@ -18,6 +18,7 @@ import runpy
 import sys
 import types
 import zipfile
+from typing import Any
 
 from turboloop._executor import ThreadPoolExecutor
 from turboloop._policy import install
@@ -39,7 +40,7 @@ def _use_native_thread_pool() -> None:
     concurrent.futures.thread.ThreadPoolExecutor = ThreadPoolExecutor  # type: ignore[misc]
 
 
-def _fresh_main(**attributes: object) -> dict:
+def _fresh_main(**attributes: object) -> dict[str, Any]:
     """A new ``__main__`` module, registered in sys.modules; returns its namespace."""
     main = types.ModuleType("__main__")
     main.__dict__.update(__builtins__=builtins, **attributes)

@@ -12,7 +12,7 @@ import socket
 import warnings
 from asyncio import base_events, constants, futures, protocols, transports, trsock
 from asyncio.log import logger
-from typing import Any
+from typing import Any, cast
 
 from turboloop._turboloop import TransportCore
 
@@ -24,6 +24,11 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
     # Read by __del__, which runs even when __init__ failed early.
     _sock: socket.socket | None = None
+    # Set by asyncio's transport base classes, which typeshed leaves undeclared. The loop is
+    # turboloop.Loop and the protocol any protocol; both become None once the connection is lost.
+    _extra: dict[str, Any]
+    _loop: Any
+    _protocol: Any
 
     def __init__(
         self,
@@ -61,12 +66,12 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
             server._attach()
         loop._transports[self._sock_fd] = self
         # Disable Nagle's algorithm, as asyncio does: small writes go out without waiting.
-        base_events._set_nodelay(sock)
+        base_events._set_nodelay(sock)  # type: ignore[attr-defined]
         loop.call_soon(self._protocol.connection_made, self)
         # Only start reading once connection_made() has run.
         loop.call_soon(self._add_reader, self._sock_fd, self._read_ready)
         if waiter is not None:
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)  # type: ignore[attr-defined]
 
     @property
     def max_size(self) -> int:
@@ -77,7 +82,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
     def max_size(self, size: int) -> None:
         self._core.max_read = size
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:  # type: ignore[override]
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         """Write data: sent at once when the socket takes it, else buffered."""
         self._core.write(data)
 
@@ -109,7 +114,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         self._protocol_connected = True
 
     def get_protocol(self) -> protocols.BaseProtocol:
-        return self._protocol
+        return cast(protocols.BaseProtocol, self._protocol)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -230,7 +235,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
             self._sock.close()  # type: ignore[union-attr]
             self._sock = None
             self._core.detach()
-            self._protocol = None  # type: ignore[assignment]
+            self._protocol = None
             self._core.set_protocol(None, False)
             self._loop = None
             server = self._server

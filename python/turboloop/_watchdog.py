@@ -18,7 +18,7 @@ import os
 import sys
 import traceback
 from asyncio import events
-from asyncio.base_events import _format_handle
+from asyncio.base_events import _format_handle  # type: ignore[attr-defined]
 from typing import Any, Callable
 
 ENVIRONMENT_VARIABLE = "TURBOLOOP_WATCHDOG"
@@ -66,7 +66,7 @@ def check_threshold(threshold: Any) -> float:
     return float(threshold)
 
 
-def check_callback(callback: Any) -> Callable[[Stall], object] | None:
+def check_callback(callback: object) -> Callable[[Stall], object] | None:
     if callback is not None and not callable(callback):
         raise TypeError(f"the watchdog callback must be callable or None, not {type(callback).__name__}")
     return callback
