@@ -1,5 +1,6 @@
 """The package's annotations and stubs pass ``mypy --strict``, and so does examples/typed_api.py,
-a program that uses every public name and pins the types mypy infers with ``assert_type``."""
+a program that uses every public name and pins the types mypy infers with ``assert_type``; the
+native module's stub matches the module (mypy's stubtest)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,17 @@ def test_mypy_rejects_a_misuse_of_the_api(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     assert 'misuse.py:2: error: Argument "min_workers"' in result.stdout, result.stdout
     assert "misuse.py:3: error: Incompatible types in assignment" in result.stdout, result.stdout
+
+
+def test_native_stub_matches_the_native_module(tmp_path: Path) -> None:
+    # stubtest imports the installed native module and compares it with this tree's stub.
+    env = {**os.environ, "MYPYPATH": str(ROOT / "python")}
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "turboloop._turboloop", "--mypy-config-file", os.devnull,
+         "--allowlist", str(ROOT / "tests_py" / "stubtest_allowlist.txt")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_typed_api_example_runs() -> None:

@@ -3,8 +3,11 @@
 import asyncio
 from concurrent.futures import Future
 from contextvars import Context
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, final
 
+from typing_extensions import disjoint_base
+
+@disjoint_base
 class Handle:
     """A callback scheduled by call_soon() and friends (asyncio.Handle's interface)."""
 
@@ -13,6 +16,7 @@ class Handle:
     def get_context(self) -> Context: ...
     def _run(self) -> None: ...
 
+@final
 class TimerHandle(Handle):
     """A callback scheduled by call_later()/call_at() (asyncio.TimerHandle's interface)."""
 
@@ -25,7 +29,8 @@ class LoopCore:
     _stopping: bool
     _debug: bool
     _thread_id: int | None
-    _watchdog_threshold: float
+    @property
+    def _watchdog_threshold(self) -> float: ...
     def __init__(self) -> None: ...
     def call_soon(
         self, callback: Callable[..., object], *args: Any, context: Context | None = None

@@ -192,19 +192,19 @@ PyMethodDef scheduling_methods[] = {
     {"create_future", create_future, METH_NOARGS, "Create a Future object attached to the loop."},
     {"call_soon", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(call_soon)),
      METH_FASTCALL | METH_KEYWORDS,
-     "call_soon(callback, *args, context=None)\n--\n\n"
+     "call_soon($self, callback, *args, context=None)\n--\n\n"
      "Arrange for callback(*args) to be called soon, in FIFO order. Returns a Handle."},
     {"call_later", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(call_later)),
      METH_FASTCALL | METH_KEYWORDS,
-     "call_later(delay, callback, *args, context=None)\n--\n\n"
+     "call_later($self, delay, callback, *args, context=None)\n--\n\n"
      "Arrange for callback(*args) to be called after `delay` seconds. Returns a TimerHandle."},
     {"call_at", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(call_at)),
      METH_FASTCALL | METH_KEYWORDS,
-     "call_at(when, callback, *args, context=None)\n--\n\n"
+     "call_at($self, when, callback, *args, context=None)\n--\n\n"
      "Like call_later(), but at the absolute loop time `when`. Returns a TimerHandle."},
     {"call_soon_threadsafe", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(call_soon_threadsafe)),
      METH_FASTCALL | METH_KEYWORDS,
-     "call_soon_threadsafe(callback, *args, context=None)\n--\n\n"
+     "call_soon_threadsafe($self, callback, *args, context=None)\n--\n\n"
      "Like call_soon(), but safe to call from any thread: it wakes the loop up."},
 };
 

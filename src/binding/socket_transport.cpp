@@ -295,7 +295,7 @@ PyObject* write_method(PyObject* self, PyObject* const* args, Py_ssize_t nargs, 
 PyMethodDef hot_methods[] = {
     {"read_ready", read_ready_method, METH_NOARGS, "Read once from the socket and hand the bytes to the protocol."},
     {"write", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(write_method)), METH_FASTCALL | METH_KEYWORDS,
-     "write(data)\n--\n\nWrite bytes-like data: sent now when possible, else buffered."},
+     "write($self, data)\n--\n\nWrite bytes-like data: sent now when possible, else buffered."},
 };
 
 }  // namespace
