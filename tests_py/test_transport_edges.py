@@ -307,6 +307,47 @@ def test_adding_a_writer_to_a_closed_but_registered_descriptor(loop):
         assert calls == []
 
 
+@pytest.mark.uvloop_xfail("uvloop refuses the closed socket object")
+def test_adding_callbacks_to_a_closed_but_registered_socket_object(loop):
+    """A socket object closed while registered is still found by identity (a selector's
+    get_key() does so): add_reader() replaces its reader -- the events are unchanged, so there is
+    no system call and no error -- while add_writer() needs epoll_ctl, which fails with EBADF
+    and drops the registration.  (Found by the fuzzer: turboloop raised ValueError.)"""
+    calls = []
+    a, b = socket.socketpair()
+    with a, b:
+        loop.add_reader(a, calls.append, "first")
+        a.close()
+        loop.add_reader(a, calls.append, "second")
+        assert loop.remove_reader(a) is True
+    a, b = socket.socketpair()
+    with a, b:
+        loop.add_reader(a, calls.append, "reader")
+        a.close()
+        with pytest.raises(OSError) as info:
+            loop.add_writer(a, calls.append, "writer")
+        assert type(info.value) is OSError, repr(info.value)
+        assert info.value.errno == 9  # EBADF
+        with pytest.raises(ValueError, match="Invalid file descriptor: -1"):
+            loop.remove_reader(a)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert calls == []
+
+
+@pytest.mark.uvloop_xfail("uvloop's remove_reader returns None")
+def test_re_adding_the_reader_of_a_closed_descriptor_number(loop):
+    """By number too: the reader of a descriptor closed since is replaced without an error, as a
+    selector's modify() with unchanged events makes no system call."""
+    a, b = socket.socketpair()
+    with a, b:
+        fd = a.fileno()
+        loop.add_reader(fd, lambda: None)
+        a.close()
+        loop.add_reader(fd, lambda: None)
+        assert loop.remove_reader(fd) is True
+        assert loop.remove_reader(fd) is False
+
+
 @pytest.mark.uvloop_xfail("uvloop's remove_reader/remove_writer return None")
 def test_registration_keeps_the_first_file_object(loop):
     """A registration keeps the file object it was made with: adding the writer by number does

@@ -39,13 +39,12 @@ int fileobj_to_fd(py::handle fileobj) {
   return static_cast<int>(value);
 }
 
-// The descriptor to remove: that of `fileobj`, or for a closed one the descriptor it was
-// registered under; -1 when it was never registered.
-int fd_to_remove(const FdCallbacks& fds, py::handle fileobj) {
+// The descriptor of `fileobj`, or for a closed one still registered the descriptor it was
+// registered under (a selector's get_key() finds it by identity).
+int registered_fd(const FdCallbacks& fds, py::handle fileobj) {
   try {
     return fileobj_to_fd(fileobj);
   } catch (py::error_already_set& error) {
-    if (error.matches(PyExc_OverflowError)) return -1;  // never registered: the selector's KeyError
     if (!error.matches(PyExc_ValueError)) throw;
     const int fd = fds.find_registered(fileobj);
     if (fd < 0) throw;
@@ -53,10 +52,20 @@ int fd_to_remove(const FdCallbacks& fds, py::handle fileobj) {
   }
 }
 
+// The descriptor to remove, as registered_fd(); -1 when it was never registered.
+int fd_to_remove(const FdCallbacks& fds, py::handle fileobj) {
+  try {
+    return registered_fd(fds, fileobj);
+  } catch (py::error_already_set& error) {
+    if (error.matches(PyExc_OverflowError)) return -1;  // never registered: the selector's KeyError
+    throw;
+  }
+}
+
 py::object add_callback(py::handle self, unsigned event, py::handle fileobj, py::handle callback, py::args args) {
   auto& core = self.cast<LoopCore&>();
   core.check_closed();
-  const int fd = fileobj_to_fd(fileobj);
+  const int fd = registered_fd(*core.fds, fileobj);
   Handle* handle = new_handle(&HandleType, callback.ptr(), args.ptr(), Py_None, self.ptr(), &core, 0.0);
   if (handle == nullptr) throw py::error_already_set();
   HandleRef owned(handle);
