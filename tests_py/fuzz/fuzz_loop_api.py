@@ -38,6 +38,9 @@ THREAD_JOIN_TIMEOUT = 30.0  # seconds; only a hang ever waits this long
 # A run_until_complete target not done after this many loop iterations is cancelled, so that no
 # program waits forever on a future nothing will complete.
 WATCHDOG_ITERATIONS = 8
+# Loop iterations after a thread completed a call's future: more than anything a program queues
+# takes to finish (a task of a few steps, a callback's nested callback).
+SETTLE_ITERATIONS = WATCHDOG_ITERATIONS + 4
 # Timers due between now and this many seconds from now may or may not fire during a run: they
 # run, but they only record, and are left out of the comparison.
 TIMING_HORIZON = 1e6
@@ -178,9 +181,6 @@ GAI_INTS = (0, socket.AF_INET, socket.AF_INET6, socket.AF_UNIX, socket.SOCK_STRE
 # What a callback of the "raise" kind raises: asyncio reports any BaseException but SystemExit
 # and KeyboardInterrupt to the exception handler.
 RAISED = (ValueError, asyncio.CancelledError, GeneratorExit)
-
-# Calls whose result a thread completes.
-THREAD_COMPLETED = ("run_in_executor", "getaddrinfo", "shutdown_default_executor")
 
 FINALISER_MESSAGES = (
     "Task was destroyed but it is pending!",
@@ -488,17 +488,24 @@ class Execution:
             active[0] = False
 
     def run_until_done(self, awaitable):
-        """Run single iterations until what a thread completes is done, and give its result.
+        """Run single iterations until what a thread completes is done, then SETTLE_ITERATIONS
+        more, and give its result.
 
         Not run_until_complete(): how many iterations the thread takes is a race (on any loop),
         and a stop() made before would end that run with or without the result, leaving its
-        done callback (a stop) to end a later run early.  Here each iteration is alike."""
+        done callback (a stop) to end a later run early.  The extra iterations let whatever the
+        program queued finish, so that the state afterwards does not depend on that race."""
         loop = self.loop
         future = asyncio.ensure_future(awaitable, loop=loop)
         while not future.done():
-            loop.call_soon(loop.stop)
-            loop.run_forever()
+            self.run_once()
+        for _ in range(SETTLE_ITERATIONS):
+            self.run_once()
         return future.result()
+
+    def run_once(self) -> None:
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run_forever()
 
     def executor(self, kind: str, value_index: int):
         if kind == "default":
@@ -810,13 +817,7 @@ def compare(program, expected: Execution, actual: Execution) -> None:
         if want != got:
             raise AssertionError(f"call {index} {_short([program[index]])}: asyncio {want!r}, turboloop {got!r}\n"
                                  f"program: {_short(program)}")
-    want, got = expected.compared_trace, actual.compared_trace
-    if any(call[0] in THREAD_COMPLETED for call in program):
-        # How many iterations a wait for a thread takes is a race (on any loop), so callbacks
-        # queued for a later iteration may run before or after the calls that follow it: only
-        # which callbacks ran, and what they did, is compared.
-        want, got = sorted(want, key=repr), sorted(got, key=repr)
-    assert want == got, (
+    assert expected.compared_trace == actual.compared_trace, (
         f"callbacks differ\nasyncio:   {expected.compared_trace!r}\nturboloop: {actual.compared_trace!r}\n"
         f"program: {_short(program)}")
 
