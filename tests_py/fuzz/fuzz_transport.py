@@ -190,6 +190,9 @@ class Connection:
                 transport.writelines(list(step[1]))
             except RuntimeError:  # after write_eof(), on every loop
                 return
+            except AttributeError:
+                self._check_lost()
+                return
             self._wrote(b"".join(step[1]))
         elif name == "write_eof":
             # shutdown() fails (OSError) once the peer reset the connection, on every loop.
@@ -205,10 +208,7 @@ class Connection:
             try:
                 transport.abort()
             except AttributeError:
-                # asyncio 3.11: once a close() drained the buffer and connection_lost ran,
-                # abort() finds the loop gone (transport._loop is None); turboloop does the same.
-                if not self.protocol.lost.done():
-                    raise
+                self._check_lost()
         elif name == "close":
             self._count_written_while_open()
             transport.close()
@@ -259,7 +259,17 @@ class Connection:
             self.transport.write((data, bytearray(data), memoryview(data))[how])
         except RuntimeError:  # after write_eof(), on every loop
             return
+        except AttributeError:
+            self._check_lost()
+            return
         self._wrote(data)
+
+    def _check_lost(self) -> None:
+        """asyncio 3.11: once a close() drained the buffer and connection_lost ran, the transport
+        has neither socket nor loop left, and write() and abort() fail with AttributeError
+        (its connection was never counted lost); turboloop's transport does the same."""
+        if not self.protocol.lost.done():
+            raise AssertionError("AttributeError from a transport whose connection is not lost")
 
     def _wrote(self, data: bytes) -> None:
         self.written += data
