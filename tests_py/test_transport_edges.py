@@ -334,6 +334,23 @@ def test_adding_callbacks_to_a_closed_but_registered_socket_object(loop):
     assert calls == []
 
 
+@pytest.mark.uvloop_xfail("uvloop refuses the closed socket object")
+def test_running_opens_no_descriptor_in_place_of_a_closed_registered_one(loop):
+    """The loop opens its descriptors when it is made (asyncio's makes its self-pipe then), not
+    on its first run: that would take the lowest free number, here that of a socket closed while
+    registered, and add_writer() would then watch the loop's own descriptor in its place.  (Found
+    by the fuzzer: turboloop made its signal pipe on the first run.)"""
+    a, b = socket.socketpair()
+    with a, b:
+        loop.add_reader(a, lambda: None)
+        a.close()
+        loop.run_until_complete(asyncio.sleep(0))
+        with pytest.raises(OSError) as info:
+            loop.add_writer(a, lambda: None)
+        assert type(info.value) is OSError, repr(info.value)
+        assert info.value.errno == 9  # EBADF
+
+
 @pytest.mark.uvloop_xfail("uvloop's remove_reader returns None")
 def test_re_adding_the_reader_of_a_closed_descriptor_number(loop):
     """By number too: the reader of a descriptor closed since is replaced without an error, as a

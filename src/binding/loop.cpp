@@ -22,7 +22,6 @@ void shutdown_core(LoopCore& core) {
 
 int signal_wakeup_fd(LoopCore& core) {
   core.check_closed();
-  if (!core.signals) core.signals = std::make_unique<core::SignalPipe>(core.uv->raw());
   return core.signals->write_fd();
 }
 
@@ -52,7 +51,10 @@ int clear(PyObject* self) {
 
 }  // namespace
 
-LoopCore::LoopCore() : uv(std::make_unique<core::UvLoop>()), fds(std::make_unique<FdCallbacks>(uv->raw())) {
+LoopCore::LoopCore()
+    : uv(std::make_unique<core::UvLoop>()),
+      signals(std::make_unique<core::SignalPipe>(uv->raw())),
+      fds(std::make_unique<FdCallbacks>(uv->raw())) {
   timespec resolution{};
   clock_getres(CLOCK_MONOTONIC, &resolution);
   clock_resolution = static_cast<double>(resolution.tv_sec) + static_cast<double>(resolution.tv_nsec) * 1e-9;
