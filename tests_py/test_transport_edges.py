@@ -334,6 +334,25 @@ def test_adding_callbacks_to_a_closed_but_registered_socket_object(loop):
     assert calls == []
 
 
+@pytest.mark.uvloop_xfail("uvloop's remove_writer() raises nothing")
+def test_removing_one_of_two_callbacks_of_a_closed_descriptor(loop):
+    """remove_writer() of a descriptor closed while its reader and writer are registered keeps
+    the reader, which needs epoll_ctl: that fails with EBADF and the whole registration is
+    dropped, as by the selector's failed modify().  (Found by the fuzzer: turboloop returned
+    True.)"""
+    a, b = socket.socketpair()
+    with a, b:
+        fd = a.fileno()
+        loop.add_reader(fd, lambda: None)
+        loop.add_writer(fd, lambda: None)
+        a.close()
+        with pytest.raises(OSError) as info:
+            loop.remove_writer(fd)
+        assert type(info.value) is OSError, repr(info.value)
+        assert info.value.errno == 9  # EBADF
+        assert loop.remove_reader(fd) is False
+
+
 @pytest.mark.uvloop_xfail("uvloop refuses the closed socket object")
 def test_running_opens_no_descriptor_in_place_of_a_closed_registered_one(loop):
     """The loop opens its descriptors when it is made (asyncio's makes its self-pipe then), not

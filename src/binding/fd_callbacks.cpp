@@ -77,7 +77,14 @@ py::object add_callback(py::handle self, unsigned event, py::handle fileobj, py:
 bool remove_callback(LoopCore& core, unsigned event, py::handle fileobj) {
   if (core.closed || !core.fds) return false;
   const int fd = fd_to_remove(*core.fds, fileobj);
-  return fd >= 0 && core.fds->remove(fd, event);
+  int error = 0;
+  const bool removed = fd >= 0 && core.fds->remove(fd, event, &error);
+  if (error != 0) {
+    errno = error;
+    PyErr_SetFromErrno(PyExc_OSError);
+    throw py::error_already_set();
+  }
+  return removed;
 }
 
 }  // namespace
@@ -105,16 +112,21 @@ void FdCallbacks::add(int fd, py::handle fileobj, unsigned event, HandleRef hand
   cancel(handle);
 }
 
-bool FdCallbacks::remove(int fd, unsigned event) {
+bool FdCallbacks::remove(int fd, unsigned event, int* error) {
   const auto found = slots_.find(fd);
   if (found == slots_.end()) return false;
   HandleRef removed;
   std::swap(removed, event == FdWatchers::kReadable ? found->second.reader : found->second.writer);
   const unsigned remaining = watchers_.watched(fd) & ~event;
-  watchers_.watch(fd, remaining);
-  if (remaining == 0) {
+  const int status = watchers_.watch(fd, remaining);
+  if (remaining == 0 || status != 0) {
     const Slot dropped = std::move(found->second);
     slots_.erase(found);
+  }
+  if (status != 0 && error != nullptr) {
+    // As the selector's failed modify(): its callbacks are not cancelled.
+    *error = -status;
+    return false;
   }
   if (removed.get() == nullptr) return false;
   cancel(removed);
