@@ -293,6 +293,7 @@ class Execution:
         self.trace: list = []  # what callbacks did, in order: compared between loops
         self.uncompared_trace: list = []  # what callbacks did when that is a race
         self.compared_trace: list = []  # the trace when the program ended
+        self.ordered_timers = True
         self.handles: list = []
         self.futures: list = []
         self.executors: list = []
@@ -571,6 +572,7 @@ class Execution:
     # -- the calls -----------------------------------------------------------------------------
 
     def execute(self, program: list[tuple]) -> None:
+        self.ordered_timers = _timer_order_is_defined(program)
         for index, call in enumerate(program):
             self.record(call[0], self.perform(call, index))
 
@@ -597,7 +599,8 @@ class Execution:
             if name == "call_at" and relative and isinstance(value, float):
                 value = loop.time() + value
             offset = value if name == "call_later" else _outcome(lambda: value - loop.time())[1]
-            callback = self.make_callback(spec, ident, compared=not _is_timed(offset))
+            compared = self.ordered_timers and not _is_timed(offset)
+            callback = self.make_callback(spec, ident, compared=compared)
             status, handle = _outcome(getattr(loop, name), value, callback, *(value,) * nargs)
             if handle is not None:
                 self.handles.append(handle)
@@ -735,6 +738,28 @@ def _not_a_loop_fd(value):
     if type(value) is int and 3 <= value < 1024:
         return FREE_FD
     return value
+
+
+def _timer_order_is_defined(program: list[tuple]) -> bool:
+    """Whether the program's timers run in an order asyncio defines: not when two may share a
+    deadline ("undefined which will be called first", asyncio's docs; its heap does not keep the
+    order they were scheduled in, turboloop's does), nor with a NaN deadline, which no order
+    holds.  Absolute deadlines and infinite delays may repeat; others come from the clock."""
+    seen = set()
+    for call in program:
+        call = call[1] if call[0] == "in_thread" else call
+        if call[0] not in ("call_at", "call_later"):
+            continue
+        value = (WHENS if call[0] == "call_at" else DELAYS)[call[1]]
+        infinite = isinstance(value, float) and not math.isfinite(value)
+        absolute = call[0] == "call_at" and not (call[4] and isinstance(value, float))
+        if not (absolute or infinite):
+            continue
+        key = repr(value)
+        if key in seen or key == "nan":
+            return False
+        seen.add(key)
+    return True
 
 
 def _is_number(value) -> bool:
