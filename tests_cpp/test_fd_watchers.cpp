@@ -104,6 +104,21 @@ TEST_CASE("a descriptor closed while watched drops out, and its reused number ca
   REQUIRE(poll_ready(loop, watchers, 1.0) == std::map<int, unsigned>{{number, FdWatchers::kWritable}});
 }
 
+TEST_CASE("a descriptor closed while watched keeps an unchanged registration, as a selector's") {
+  UvLoop loop;
+  FdWatchers watchers(loop.raw());
+  int fds[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds) == 0);
+  REQUIRE(watchers.watch(fds[0], FdWatchers::kReadable) == 0);
+  close(fds[0]);
+  close(fds[1]);
+  REQUIRE(watchers.watch(fds[0], FdWatchers::kReadable) == 0);
+  REQUIRE(watchers.watched(fds[0]) == FdWatchers::kReadable);
+  // Other events need the kernel, which has no such descriptor: the registration is dropped.
+  REQUIRE(watchers.watch(fds[0], FdWatchers::kReadable | FdWatchers::kWritable) == -EBADF);
+  REQUIRE(watchers.watched(fds[0]) == 0);
+}
+
 TEST_CASE("many descriptors ready at once are all reported in one take") {
   UvLoop loop;
   FdWatchers watchers(loop.raw());

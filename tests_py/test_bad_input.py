@@ -273,6 +273,37 @@ def test_run_in_executor_non_callable_fails_in_the_future(loop):
     loop.run_until_complete(loop.shutdown_default_executor())
 
 
+class RunsCallbacks:
+    """Not a contextvars.Context, but it has run(), which is all asyncio's Handle uses."""
+
+    def __init__(self):
+        self.calls = []
+
+    def run(self, func, *args):
+        self.calls.append(args)
+        return func(*args)
+
+
+@pytest.mark.uvloop_xfail("uvloop requires a contextvars.Context")
+def test_context_of_another_type_is_used_through_its_run_method(loop):
+    # asyncio's Handle runs context.run(callback, *args) whatever context= was: one without
+    # run() fails when the callback runs (found by the fuzzer: turboloop raised TypeError).
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+    runner = RunsCallbacks()
+    out = []
+    loop.call_soon(out.append, "soon", context=runner)
+    loop.call_later(0, out.append, "later", context=runner)
+    loop.call_soon(callback, context=1j)
+    run_once(loop)
+    run_once(loop)
+    assert out == ["soon", "later"]
+    assert runner.calls == [("soon",), ("later",)]
+    assert [(type(c["exception"]), str(c["exception"])) for c in contexts] == [
+        (AttributeError, "'complex' object has no attribute 'run'")
+    ]
+
+
 # ----------------------------------------------------------------------------------------------
 # Setters
 # ----------------------------------------------------------------------------------------------

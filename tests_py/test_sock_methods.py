@@ -54,6 +54,16 @@ def test_sizes(loop, pair):
     loop.run_until_complete(main())
 
 
+@pytest.mark.uvloop_xfail("uvloop waits for data before a zero-byte read")
+def test_zero_bytes_are_returned_at_once_when_nothing_waits(loop, pair):
+    # sock_recv(sock, 0) is socket.recv(0): empty at once, with or without data waiting (found
+    # by the fuzzer: the native path waited for data).
+    a, b = pair
+    assert loop.run_until_complete(asyncio.wait_for(loop.sock_recv(a, 0), 5)) == b""
+    b.send(b"x")
+    assert loop.run_until_complete(asyncio.wait_for(loop.sock_recv(a, 10), 5)) == b"x"
+
+
 @pytest.mark.uvloop_xfail("uvloop waits forever on a negative or non-int size")
 def test_bad_sizes(loop, pair):
     a, b = pair

@@ -307,6 +307,83 @@ def test_adding_a_writer_to_a_closed_but_registered_descriptor(loop):
         assert calls == []
 
 
+@pytest.mark.uvloop_xfail("uvloop refuses the closed socket object")
+def test_adding_callbacks_to_a_closed_but_registered_socket_object(loop):
+    """A socket object closed while registered is still found by identity (a selector's
+    get_key() does so): add_reader() replaces its reader -- the events are unchanged, so there is
+    no system call and no error -- while add_writer() needs epoll_ctl, which fails with EBADF
+    and drops the registration.  (Found by the fuzzer: turboloop raised ValueError.)"""
+    calls = []
+    a, b = socket.socketpair()
+    with a, b:
+        loop.add_reader(a, calls.append, "first")
+        a.close()
+        loop.add_reader(a, calls.append, "second")
+        assert loop.remove_reader(a) is True
+    a, b = socket.socketpair()
+    with a, b:
+        loop.add_reader(a, calls.append, "reader")
+        a.close()
+        with pytest.raises(OSError) as info:
+            loop.add_writer(a, calls.append, "writer")
+        assert type(info.value) is OSError, repr(info.value)
+        assert info.value.errno == 9  # EBADF
+        with pytest.raises(ValueError, match="Invalid file descriptor: -1"):
+            loop.remove_reader(a)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert calls == []
+
+
+@pytest.mark.uvloop_xfail("uvloop's remove_writer() raises nothing")
+def test_removing_one_of_two_callbacks_of_a_closed_descriptor(loop):
+    """remove_writer() of a descriptor closed while its reader and writer are registered keeps
+    the reader, which needs epoll_ctl: that fails with EBADF and the whole registration is
+    dropped, as by the selector's failed modify().  (Found by the fuzzer: turboloop returned
+    True.)"""
+    a, b = socket.socketpair()
+    with a, b:
+        fd = a.fileno()
+        loop.add_reader(fd, lambda: None)
+        loop.add_writer(fd, lambda: None)
+        a.close()
+        with pytest.raises(OSError) as info:
+            loop.remove_writer(fd)
+        assert type(info.value) is OSError, repr(info.value)
+        assert info.value.errno == 9  # EBADF
+        assert loop.remove_reader(fd) is False
+
+
+@pytest.mark.uvloop_xfail("uvloop refuses the closed socket object")
+def test_running_opens_no_descriptor_in_place_of_a_closed_registered_one(loop):
+    """The loop opens its descriptors when it is made (asyncio's makes its self-pipe then), not
+    on its first run: that would take the lowest free number, here that of a socket closed while
+    registered, and add_writer() would then watch the loop's own descriptor in its place.  (Found
+    by the fuzzer: turboloop made its signal pipe on the first run.)"""
+    a, b = socket.socketpair()
+    with a, b:
+        loop.add_reader(a, lambda: None)
+        a.close()
+        loop.run_until_complete(asyncio.sleep(0))
+        with pytest.raises(OSError) as info:
+            loop.add_writer(a, lambda: None)
+        assert type(info.value) is OSError, repr(info.value)
+        assert info.value.errno == 9  # EBADF
+
+
+@pytest.mark.uvloop_xfail("uvloop's remove_reader returns None")
+def test_re_adding_the_reader_of_a_closed_descriptor_number(loop):
+    """By number too: the reader of a descriptor closed since is replaced without an error, as a
+    selector's modify() with unchanged events makes no system call."""
+    a, b = socket.socketpair()
+    with a, b:
+        fd = a.fileno()
+        loop.add_reader(fd, lambda: None)
+        a.close()
+        loop.add_reader(fd, lambda: None)
+        assert loop.remove_reader(fd) is True
+        assert loop.remove_reader(fd) is False
+
+
 @pytest.mark.uvloop_xfail("uvloop's remove_reader/remove_writer return None")
 def test_registration_keeps_the_first_file_object(loop):
     """A registration keeps the file object it was made with: adding the writer by number does

@@ -39,13 +39,12 @@ int fileobj_to_fd(py::handle fileobj) {
   return static_cast<int>(value);
 }
 
-// The descriptor to remove: that of `fileobj`, or for a closed one the descriptor it was
-// registered under; -1 when it was never registered.
-int fd_to_remove(const FdCallbacks& fds, py::handle fileobj) {
+// The descriptor of `fileobj`, or for a closed one still registered the descriptor it was
+// registered under (a selector's get_key() finds it by identity).
+int registered_fd(const FdCallbacks& fds, py::handle fileobj) {
   try {
     return fileobj_to_fd(fileobj);
   } catch (py::error_already_set& error) {
-    if (error.matches(PyExc_OverflowError)) return -1;  // never registered: the selector's KeyError
     if (!error.matches(PyExc_ValueError)) throw;
     const int fd = fds.find_registered(fileobj);
     if (fd < 0) throw;
@@ -53,10 +52,20 @@ int fd_to_remove(const FdCallbacks& fds, py::handle fileobj) {
   }
 }
 
+// The descriptor to remove, as registered_fd(); -1 when it was never registered.
+int fd_to_remove(const FdCallbacks& fds, py::handle fileobj) {
+  try {
+    return registered_fd(fds, fileobj);
+  } catch (py::error_already_set& error) {
+    if (error.matches(PyExc_OverflowError)) return -1;  // never registered: the selector's KeyError
+    throw;
+  }
+}
+
 py::object add_callback(py::handle self, unsigned event, py::handle fileobj, py::handle callback, py::args args) {
   auto& core = self.cast<LoopCore&>();
   core.check_closed();
-  const int fd = fileobj_to_fd(fileobj);
+  const int fd = registered_fd(*core.fds, fileobj);
   Handle* handle = new_handle(&HandleType, callback.ptr(), args.ptr(), Py_None, self.ptr(), &core, 0.0);
   if (handle == nullptr) throw py::error_already_set();
   HandleRef owned(handle);
@@ -68,7 +77,14 @@ py::object add_callback(py::handle self, unsigned event, py::handle fileobj, py:
 bool remove_callback(LoopCore& core, unsigned event, py::handle fileobj) {
   if (core.closed || !core.fds) return false;
   const int fd = fd_to_remove(*core.fds, fileobj);
-  return fd >= 0 && core.fds->remove(fd, event);
+  int error = 0;
+  const bool removed = fd >= 0 && core.fds->remove(fd, event, &error);
+  if (error != 0) {
+    errno = error;
+    PyErr_SetFromErrno(PyExc_OSError);
+    throw py::error_already_set();
+  }
+  return removed;
 }
 
 }  // namespace
@@ -96,16 +112,21 @@ void FdCallbacks::add(int fd, py::handle fileobj, unsigned event, HandleRef hand
   cancel(handle);
 }
 
-bool FdCallbacks::remove(int fd, unsigned event) {
+bool FdCallbacks::remove(int fd, unsigned event, int* error) {
   const auto found = slots_.find(fd);
   if (found == slots_.end()) return false;
   HandleRef removed;
   std::swap(removed, event == FdWatchers::kReadable ? found->second.reader : found->second.writer);
   const unsigned remaining = watchers_.watched(fd) & ~event;
-  watchers_.watch(fd, remaining);
-  if (remaining == 0) {
+  const int status = watchers_.watch(fd, remaining);
+  if (remaining == 0 || status != 0) {
     const Slot dropped = std::move(found->second);
     slots_.erase(found);
+  }
+  if (status != 0 && error != nullptr) {
+    // As the selector's failed modify(): its callbacks are not cancelled.
+    *error = -status;
+    return false;
   }
   if (removed.get() == nullptr) return false;
   cancel(removed);

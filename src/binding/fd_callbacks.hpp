@@ -18,8 +18,11 @@ class FdCallbacks {
   // callback it had for that event, which is cancelled. Raises OSError as the selector would.
   void add(int fd, py::handle fileobj, unsigned event, HandleRef handle);
 
-  // Stops running a callback for `event` on `fd`; returns whether there was one.
-  bool remove(int fd, unsigned event);
+  // Stops running a callback for `event` on `fd`; returns whether there was one. When the
+  // descriptor keeps another event but the kernel refuses the change (it was closed), the whole
+  // registration is dropped, as by the selector's failed modify(), and the error is stored in
+  // `error` (an errno) if given.
+  bool remove(int fd, unsigned event, int* error = nullptr);
 
   // The descriptor registered for a file object whose fileno() no longer works (a closed
   // socket), found by identity as selectors do; -1 when there is none.

@@ -2,6 +2,8 @@
 // the pure-Python helpers of turboloop._support, which reuse asyncio's own formatting.
 #include "binding/handle.hpp"
 
+#include <vector>
+
 #include "binding/loop.hpp"
 
 namespace turboloop::binding {
@@ -226,6 +228,20 @@ Handle* new_handle(PyTypeObject* type, PyObject* callback, PyObject* args, PyObj
   return self;
 }
 
+// asyncio's Handle runs `context.run(callback, *args)`: a context= that is not a
+// contextvars.Context is used (and fails) the same way.
+static PyObject* run_in_other_context(PyObject* context, PyObject* callback, PyObject* args) {
+  PyObject* run = PyObject_GetAttrString(context, "run");
+  if (run == nullptr) return nullptr;
+  const Py_ssize_t nargs = PyTuple_GET_SIZE(args);
+  std::vector<PyObject*> stack(static_cast<size_t>(nargs) + 1);
+  stack[0] = callback;
+  for (Py_ssize_t i = 0; i < nargs; ++i) stack[static_cast<size_t>(i) + 1] = PyTuple_GET_ITEM(args, i);
+  PyObject* result = PyObject_Vectorcall(run, stack.data(), stack.size(), nullptr);
+  Py_DECREF(run);
+  return result;
+}
+
 int run_handle(Handle* self) {
   PyObject* result = nullptr;
   if (self->callback == nullptr) {
@@ -235,7 +251,9 @@ int run_handle(Handle* self) {
     PyObject* callback = Py_NewRef(self->callback);
     PyObject* args = Py_NewRef(self->args);
     PyObject* context = Py_NewRef(self->context);
-    if (PyContext_Enter(context) == 0) {
+    if (!PyContext_CheckExact(context)) {
+      result = run_in_other_context(context, callback, args);
+    } else if (PyContext_Enter(context) == 0) {
       result = PyObject_Call(callback, args, nullptr);
       if (PyContext_Exit(context) < 0) Py_CLEAR(result);
     }

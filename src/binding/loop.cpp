@@ -72,8 +72,6 @@ int clear(PyObject* self) {
 
 }  // namespace
 
-// The signal pipe is made with the loop, as asyncio's self-pipe is: a loop that was made runs
-// without needing another descriptor.
 LoopCore::LoopCore()
     : uv(std::make_unique<core::UvLoop>()),
       signals(std::make_unique<core::SignalPipe>(uv->raw())),

@@ -38,6 +38,9 @@ class LoopCore {
   double clock_resolution;
   // Released by close(): a closed loop holds no file descriptors.
   std::unique_ptr<core::UvLoop> uv;
+  // Made with the loop, as asyncio's self-pipe: a loop that was made runs without needing another
+  // descriptor, and a first run that opened it would take the lowest free number, which may be
+  // that of a descriptor closed while still registered.
   std::unique_ptr<core::SignalPipe> signals;
   // Made with the loop, not on first use: add_reader from another thread must not touch libuv
   // while the loop thread polls.

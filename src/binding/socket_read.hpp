@@ -16,6 +16,8 @@ namespace turboloop::binding {
 // errno of an OSError, 0 for a MemoryError).
 inline PyObject* read_socket(int fd, std::size_t size, int& error) {
   error = 0;
+  // As socket.recv(0): empty, at once, without asking the kernel (which would block for data).
+  if (size == 0) return PyBytes_FromStringAndSize(nullptr, 0);
   if (size <= core::kMaxRead) {
     char* const scratch = core::read_scratch();
     const ssize_t count = core::receive(fd, scratch, size);

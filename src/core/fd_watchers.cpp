@@ -63,6 +63,9 @@ int FdWatchers::watch(int fd, unsigned events) {
     status = control(epoll_fd_, EPOLL_CTL_MOD, fd, events);
     // The descriptor was closed and its number reused since it was added.
     if (status == -ENOENT) status = control(epoll_fd_, EPOLL_CTL_ADD, fd, events);
+    // Closed since, and the events unchanged: a selector's modify() makes no system call then,
+    // so the registration stays as it is, without an error.
+    if (status == -EBADF && events == found->second) status = 0;
   }
   if (status == 0) {
     watched_[fd] = events;
