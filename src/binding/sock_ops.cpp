@@ -97,7 +97,8 @@ void sock_recv_dealloc(PyObject* object) {
 PyMethodDef sock_recv_done_def = {"_sock_read_done", sock_recv_done, METH_O, nullptr};
 
 PyTypeObject SockRecvType = [] {
-  PyTypeObject type{PyVarObject_HEAD_INIT(nullptr, 0)};
+  PyTypeObject type{};
+  Py_SET_REFCNT(reinterpret_cast<PyObject*>(&type), 1);
   type.tp_name = "turboloop._turboloop.SockRecv";
   type.tp_basicsize = sizeof(SockRecv);
   type.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC;
