@@ -6,17 +6,25 @@ server (1 KiB, 10 connections, the native client) on turboloop, each measurement
 process, alternating off and on (on = ``TURBOLOOP_WATCHDOG=0.1`` in the process's environment),
 and prints the medians and the on/off ratio.  Loop metrics are always on, so they are in both.
 
+With ``--instructions`` it instead counts the instructions each operation costs under valgrind's
+callgrind (call_soon, and a 1 KiB TCP ping-pong between a protocol server and a streams client in
+one process): a count does not depend on what else the machine runs, so it shows an overhead of
+a percent or two that timings on a shared machine cannot.
+
 Usage::
 
-    python bench/bench_watchdog.py              # about 2 minutes
-    python bench/bench_watchdog.py --quick      # smoke run
+    python bench/bench_watchdog.py                  # about 2 minutes
+    python bench/bench_watchdog.py --quick          # smoke run
+    python bench/bench_watchdog.py --instructions   # about 3 minutes (needs valgrind)
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -30,10 +38,15 @@ THRESHOLD = "0.1"
 MODES = ("off", "on")
 
 
-def environment(mode: str) -> Dict[str, str]:
+# Under callgrind everything runs some 50 times slower: the threshold is scaled alike, so that the
+# watchdog wakes as often per operation as it does at THRESHOLD at full speed.
+CALLGRIND_THRESHOLD = "5"
+
+
+def environment(mode: str, threshold: str = THRESHOLD) -> Dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key != "TURBOLOOP_WATCHDOG"}
     if mode == "on":
-        env["TURBOLOOP_WATCHDOG"] = THRESHOLD
+        env["TURBOLOOP_WATCHDOG"] = threshold
     return env
 
 
@@ -65,6 +78,71 @@ def echo(client: str, duration: float, warmup: float, mode: str) -> Optional[Dic
     return result
 
 
+class EchoProtocol(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[attr-defined]
+
+
+async def ping_pong(rounds: int) -> None:
+    """`rounds` 1 KiB round trips between a protocol echo server and a streams client."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(EchoProtocol, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+    payload = b"x" * 1024
+    for _ in range(rounds):
+        writer.write(payload)
+        assert await reader.readexactly(len(payload)) == payload
+    writer.close()
+    await writer.wait_closed()
+    server.close()
+    await server.wait_closed()
+
+
+def count_worker(workload: str, n: int) -> None:
+    """Runs `n` operations of `workload` on turboloop (under callgrind, from the parent)."""
+    import turboloop
+
+    if workload == "echo":
+        turboloop.run(ping_pong(n))
+        return
+    import bench_loop
+
+    loop = turboloop.new_event_loop()
+    try:
+        loop.run_until_complete(bench_loop.wl_call_soon(loop, n))
+    finally:
+        loop.close()
+
+
+def instructions(workload: str, n: int, mode: str) -> int:
+    """Instructions the whole process executed (callgrind's count) for `n` operations."""
+    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+           os.path.abspath(__file__), "--count-worker", workload, str(n)]
+    # A fixed hash seed: with a random one, dict and set layouts change the count from run to run.
+    env = {**environment(mode, CALLGRIND_THRESHOLD), "PYTHONHASHSEED": "0"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"callgrind run failed: {done.stderr.strip()[-500:]}")
+    return int(found.group(1))
+
+
+def count_instructions() -> int:
+    sizes = {"call_soon": 100_000, "echo": 2_000}
+    print(f"\nturboloop, watchdog off vs on (threshold {CALLGRIND_THRESHOLD} s under callgrind): instructions per operation")
+    print(f"{'measure':<24} {'off':>10} {'on':>10} {'on/off':>8}")
+    for workload, n in sizes.items():
+        per_op = {}
+        for mode in MODES:
+            # Two sizes, so that start-up and imports cancel out.
+            per_op[mode] = (instructions(workload, 2 * n, mode) - instructions(workload, n, mode)) / n
+        print(row(f"{workload} instr/op", per_op["off"], per_op["on"], lambda v: f"{v:.0f}", False))
+    return 0
+
+
 def median(values: List[Optional[float]]) -> Optional[float]:
     present = [value for value in values if value is not None]
     return statistics.median(present) if present else None
@@ -82,7 +160,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, 1 repeat")
     parser.add_argument("--repeats", type=int, default=None, help="runs per mode (default 7, 1 with --quick)")
+    parser.add_argument("--instructions", action="store_true", help="count instructions under callgrind instead")
+    parser.add_argument("--count-worker", nargs=2, metavar=("WORKLOAD", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.count_worker:
+        count_worker(args.count_worker[0], int(args.count_worker[1]))
+        return 0
+    if args.instructions:
+        return count_instructions()
     repeats = args.repeats or (1 if args.quick else 7)
     sizes = {"call_soon": 20_000, "gather": 5_000} if args.quick else {"call_soon": 1_000_000, "gather": 200_000}
     duration, warmup = (1.0, 0.3) if args.quick else (4.0, 1.0)
