@@ -1,0 +1,235 @@
+"""Reference counts of the objects that cross the native binding: after many calls, and once what
+was scheduled has run or been dropped, every argument, callback, context, payload and result is
+referenced exactly as often as before -- no leaked reference (memory grows), no missing one
+(a crash later). Run on the stock loop too, as the reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import gc
+import socket
+import sys
+
+import pytest
+
+import turboloop
+
+ROUNDS = 1000
+
+
+class Marker:
+    """A fresh object whose reference count nothing else touches."""
+
+
+def refcounts(*objects: object) -> list[int]:
+    gc.collect()
+    return [sys.getrefcount(obj) for obj in objects]
+
+
+@pytest.fixture(params=["asyncio", "turboloop"])
+def make_loop(request):
+    loops = []
+
+    def make():
+        loop = asyncio.new_event_loop() if request.param == "asyncio" else turboloop.new_event_loop()
+        loops.append(loop)
+        return loop
+
+    yield make
+    for loop in loops:
+        loop.close()
+
+
+def callback(*args: object) -> None:
+    pass
+
+
+def test_call_soon_callback_args_and_context(make_loop):
+    loop = make_loop()
+    arg, context = Marker(), contextvars.copy_context()
+    before = refcounts(callback, arg, context)
+    for _ in range(ROUNDS):
+        loop.call_soon(callback, arg, context=context)
+    handles = [loop.call_soon(callback, arg, context=context) for _ in range(ROUNDS)]
+    for handle in handles[::2]:
+        handle.cancel()
+    del handles, handle
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert refcounts(callback, arg, context) == before
+
+
+def test_timers_run_cancelled_and_dropped_at_close(make_loop):
+    loop = make_loop()
+    arg = Marker()
+    before = refcounts(callback, arg)
+    for i in range(ROUNDS):
+        loop.call_later(0, callback, arg)
+        loop.call_at(loop.time() + 3600, callback, arg)  # never runs: dropped by close()
+        loop.call_later(3600, callback, arg).cancel()
+    loop.run_until_complete(asyncio.sleep(0.01))
+    loop.close()
+    assert refcounts(callback, arg) == before
+
+
+def test_call_soon_threadsafe(make_loop):
+    loop = make_loop()
+    arg = Marker()
+    before = refcounts(callback, arg)
+    for _ in range(ROUNDS):
+        loop.call_soon_threadsafe(callback, arg)
+    loop.call_soon_threadsafe(loop.stop)
+    loop.run_forever()
+    assert refcounts(callback, arg) == before
+
+
+def test_handle_methods(make_loop):
+    loop = make_loop()
+    arg, context = Marker(), contextvars.copy_context()
+    handle = loop.call_later(3600, callback, arg, context=context)
+    before = refcounts(handle, arg, context)
+    for _ in range(ROUNDS):
+        handle.when()
+        handle.cancelled()
+        repr(handle)
+    assert refcounts(handle, arg, context) == before
+    handle.cancel()
+
+
+def test_futures_and_their_results(make_loop):
+    loop = make_loop()
+    result = Marker()
+    before = refcounts(result)
+
+    async def main():
+        for _ in range(ROUNDS):
+            future = loop.create_future()
+            loop.call_soon(future.set_result, result)
+            assert await future is result
+
+    loop.run_until_complete(main())
+    assert refcounts(result) == before
+
+
+def test_readers_and_writers(make_loop):
+    loop = make_loop()
+    left, right = socket.socketpair()
+    arg = Marker()
+    try:
+        before = refcounts(left, callback, arg)
+        for _ in range(ROUNDS):
+            loop.add_reader(left, callback, arg)
+            loop.add_writer(left, callback, arg)
+        loop.run_until_complete(asyncio.sleep(0.01))  # the writer callback runs
+        loop.remove_reader(left)
+        loop.remove_writer(left)
+        assert refcounts(left, callback, arg) == before
+    finally:
+        left.close()
+        right.close()
+
+
+def test_transport_payloads_and_received_data(make_loop):
+    loop = make_loop()
+    payload = b"x" * 100_000  # large enough to be buffered natively before it is sent
+    before = refcounts(payload)
+
+    async def main():
+        received = 0
+        sinks = []
+
+        class Sink(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                sinks.append(transport)
+
+            def data_received(self, data: bytes) -> None:
+                nonlocal received
+                received += len(data)
+
+        server = await loop.create_server(Sink, "127.0.0.1", 0)
+        transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", server.sockets[0].getsockname()[1])
+        for _ in range(100):
+            transport.write(payload)
+            transport.writelines([payload, memoryview(payload)])
+        while received < 300 * len(payload):
+            await asyncio.sleep(0.01)
+        transport.close()
+        sinks[0].close()
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.01)  # connection_lost runs
+
+    loop.run_until_complete(main())
+    assert refcounts(payload) == before
+
+
+def test_sock_recv_results(make_loop):
+    loop = make_loop()
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    right.setblocking(False)
+    try:
+        before = refcounts(left)
+
+        async def main():
+            for _ in range(ROUNDS):
+                right.send(b"ping")
+                assert await loop.sock_recv(left, 4) == b"ping"
+
+        loop.run_until_complete(main())
+        assert refcounts(left) == before
+    finally:
+        left.close()
+        right.close()
+
+
+def test_run_in_executor_function_args_and_result(make_loop):
+    loop = make_loop()
+    arg, result = Marker(), Marker()
+
+    def work(value: object) -> object:
+        return result
+
+    before = refcounts(work, arg, result)
+
+    async def main():
+        for _ in range(200):
+            assert await loop.run_in_executor(None, work, arg) is result
+
+    loop.run_until_complete(main())
+    loop.run_until_complete(loop.shutdown_default_executor())
+    assert refcounts(work, arg, result) == before
+
+
+def test_executor_submit_and_map():
+    arg, result = Marker(), Marker()
+
+    def work(value: object) -> object:
+        return result
+
+    before = refcounts(work, arg, result)
+    with turboloop.ThreadPoolExecutor(max_workers=2) as executor:
+        for future in [executor.submit(work, arg) for _ in range(ROUNDS)]:
+            assert future.result() is result
+        assert all(value is result for value in executor.map(work, [arg] * ROUNDS))
+        del future
+    assert refcounts(work, arg, result) == before
+
+
+def test_stats_and_watchdog_settings(make_loop):
+    loop = make_loop()
+    if not isinstance(loop, turboloop.Loop):
+        pytest.skip("stats() and the watchdog are turboloop's own")
+    report = Marker()
+    before = refcounts(loop, report)
+
+    def on_stall(stall: object) -> None:
+        pass
+
+    for _ in range(ROUNDS):
+        loop.stats()
+        loop.set_watchdog(1.0, on_stall)
+        loop.set_watchdog(None)
+    assert refcounts(loop, report) == before
