@@ -31,13 +31,17 @@ def run_on(loop_factory, coro_fn, *args, timeout: float = TIMEOUT):
         return runner.run(main())
 
 
-def tls_contexts(hostname: str = "127.0.0.1") -> tuple[ssl.SSLContext, ssl.SSLContext]:
+def tls_contexts(hostname: str = "127.0.0.1", pem_path=None) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """(server, client) contexts: a server certificate for ``hostname`` signed by a new CA that
-    only the client context trusts."""
+    only the client context trusts.  With ``pem_path``, the server's key and certificate chain
+    are also written there (for servers configured by file name)."""
     trustme = pytest.importorskip("trustme", reason="trustme (test-time certificates) is not installed")
     ca = trustme.CA()
+    cert = ca.issue_cert(hostname, "localhost")
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(hostname, "localhost").configure_cert(server)
+    cert.configure_cert(server)
+    if pem_path is not None:
+        cert.private_key_and_cert_chain_pem.write_to_path(str(pem_path))
     client = ssl.create_default_context()
     ca.configure_trust(client)
     return server, client
