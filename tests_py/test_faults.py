@@ -353,6 +353,10 @@ def check_interrupted(loop):
     assert signal.set_wakeup_fd(-1) == -1
 
 
+@pytest.mark.uvloop_xfail(
+    "uvloop can leave a stop pending when KeyboardInterrupt ends run_until_complete: the next run "
+    "stops before its future completes (RuntimeError: Event loop stopped before Future completed)"
+)
 @pytest.mark.parametrize("how", ["raise", "raise_signal"])
 def test_keyboard_interrupt_from_callbacks_at_random_iterations(loop_factory, default_sigint, how):
     """Tasks step STEPS times each while callbacks scheduled at seeded random iterations (and
