@@ -23,10 +23,12 @@ namespace {
 void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
 struct Recorder {
+  explicit Recorder(LoopMetrics& watched) : metrics(&watched) {}
+
   std::mutex mutex;
   std::vector<std::int64_t> stalls;
   std::vector<bool> still_busy;
-  LoopMetrics* metrics = nullptr;
+  LoopMetrics* metrics;
 
   Watchdog::OnStall callback() {
     return [this](std::int64_t since) {
@@ -45,8 +47,7 @@ struct Recorder {
 
 TEST_CASE("a busy period longer than the threshold is reported once, while it lasts") {
   LoopMetrics metrics;
-  Recorder recorder;
-  recorder.metrics = &metrics;
+  Recorder recorder(metrics);
   Watchdog watchdog(metrics, 0.02, recorder.callback());
   metrics.start_running();
   const auto since = metrics.busy_since();
@@ -62,8 +63,7 @@ TEST_CASE("a busy period longer than the threshold is reported once, while it la
 
 TEST_CASE("a loop idle in its poll, or busy only briefly, is never reported") {
   LoopMetrics metrics;
-  Recorder recorder;
-  recorder.metrics = &metrics;
+  Recorder recorder(metrics);
   Watchdog watchdog(metrics, 0.05, recorder.callback());
   metrics.start_running();
   metrics.enter_poll();
@@ -79,8 +79,7 @@ TEST_CASE("a loop idle in its poll, or busy only briefly, is never reported") {
 
 TEST_CASE("each stall is reported on its own") {
   LoopMetrics metrics;
-  Recorder recorder;
-  recorder.metrics = &metrics;
+  Recorder recorder(metrics);
   Watchdog watchdog(metrics, 0.02, recorder.callback());
   metrics.start_running();
   for (int stall = 0; stall < 3; ++stall) {
@@ -96,8 +95,7 @@ TEST_CASE("each stall is reported on its own") {
 
 TEST_CASE("stop wakes a watchdog waiting on a long threshold, and is idempotent") {
   LoopMetrics metrics;
-  Recorder recorder;
-  recorder.metrics = &metrics;
+  Recorder recorder(metrics);
   Watchdog watchdog(metrics, 3600.0, recorder.callback());
   metrics.start_running();
   watchdog.stop();
@@ -108,8 +106,7 @@ TEST_CASE("stop wakes a watchdog waiting on a long threshold, and is idempotent"
 
 TEST_CASE("a watchdog is discarded in the process that made it, and in a forked child") {
   LoopMetrics metrics;
-  Recorder recorder;
-  recorder.metrics = &metrics;
+  Recorder recorder(metrics);
   auto watchdog = std::make_unique<Watchdog>(metrics, 3600.0, recorder.callback());
   std::this_thread::sleep_for(std::chrono::milliseconds(20));  // its thread waits on its timer
   const pid_t child = fork();
