@@ -93,7 +93,7 @@ def disable_watchdog() -> None:
 
 
 def _apply_to_running_loop() -> None:
-    from turboloop._loop import Loop
+    from turboloop._loop import Loop  # here, not at the top: _loop imports this module
 
     loop = events._get_running_loop()
     if isinstance(loop, Loop):
