@@ -28,6 +28,7 @@ from concurrent.futures.thread import BrokenThreadPool
 import pytest
 
 import turboloop
+from turboloop._executor import Future as TLFuture
 
 TL = turboloop.ThreadPoolExecutor
 # The stdlib class itself, even if some test in this process routed concurrent.futures'
@@ -783,11 +784,13 @@ def test_run_in_executor_explicit_executor(make, loop_factory):
 
 def test_turboloop_default_executor_is_turboloops(monkeypatch):
     created = Counter()
-    original_init = Future.__init__
 
-    def counting_init(self, *args, **kwargs):
-        created["futures"] += 1
-        original_init(self, *args, **kwargs)
+    def counting(original_init):
+        def counting_init(self, *args, **kwargs):
+            created["futures"] += 1
+            original_init(self, *args, **kwargs)
+
+        return counting_init
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -800,11 +803,17 @@ def test_turboloop_default_executor_is_turboloops(monkeypatch):
         assert await loop.run_in_executor(None, pow, 2, 5) == 32
 
     with asyncio.Runner(loop_factory=turboloop.new_event_loop) as runner:
-        monkeypatch.setattr(Future, "__init__", counting_init)
+        for cls in (Future, TLFuture):
+            monkeypatch.setattr(cls, "__init__", counting(cls.__init__))
         runner.run(main())
         monkeypatch.undo()
     # The outcome went straight to the asyncio future: no concurrent.futures.Future at all.
     assert created["futures"] == 0
+    # (The counting does count turboloop's futures.)
+    monkeypatch.setattr(TLFuture, "__init__", counting(TLFuture.__init__))
+    with TL(max_workers=1) as executor:
+        executor.submit(int).result()
+    assert created["futures"] == 1
 
 
 def test_run_in_executor_cancelled_before_start(loop_factory):

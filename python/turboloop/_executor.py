@@ -15,12 +15,12 @@ import os
 import threading
 import time
 import weakref
-from concurrent.futures import Future, _base
+from concurrent.futures import _base
 from concurrent.futures import thread as _stdlib_thread
 from concurrent.futures.thread import BrokenThreadPool
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
-from turboloop._turboloop import PoolCore
+from turboloop._turboloop import FutureMethods, PoolCore
 
 _T = TypeVar("_T")
 
@@ -95,6 +95,12 @@ def _failure_reporter(executor_ref: weakref.ref[ThreadPoolExecutor]) -> Callable
     return failed
 
 
+class Future(FutureMethods, _base.Future[_T]):
+    """What ThreadPoolExecutor.submit() returns: a concurrent.futures.Future (a subclass, so
+    isinstance checks, wait(), as_completed() and asyncio.wrap_future() take it) whose lock,
+    state and methods are native. Its ``_condition`` is a turboloop.FutureCondition."""
+
+
 class ThreadPoolExecutor(_stdlib_thread.ThreadPoolExecutor):
     """An Executor that runs calls on a pool of native worker threads.
 
@@ -160,7 +166,7 @@ class ThreadPoolExecutor(_stdlib_thread.ThreadPoolExecutor):
     def _shutdown(self) -> bool:  # type: ignore[override]
         return self._pool.shut_down
 
-    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _base.Future[_T]:
         return self._pool.submit(fn, args, kwargs)
 
     submit.__doc__ = _base.Executor.submit.__doc__

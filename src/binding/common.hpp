@@ -12,6 +12,7 @@ namespace turboloop::binding {
 void register_handle(py::module_& module);
 void register_loop(py::module_& module);
 void register_socket_transport(py::module_& module);
+void register_executor_future(py::module_& module);
 void register_thread_pool_executor(py::module_& module);
 
 // Raises `type(message)` as a Python exception through pybind11.

@@ -30,5 +30,6 @@ PYBIND11_MODULE(_turboloop, module) {
   turboloop::binding::register_handle(module);
   turboloop::binding::register_loop(module);
   turboloop::binding::register_socket_transport(module);
+  turboloop::binding::register_executor_future(module);
   turboloop::binding::register_thread_pool_executor(module);
 }

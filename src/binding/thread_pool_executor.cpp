@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "binding/executor_future.hpp"
 #include "core/thread_pool.hpp"
 
 namespace turboloop::binding {
@@ -112,17 +113,15 @@ class FutureJob : public PythonJob {
  private:
   void call() override {
     PyObject* future = held_.objects[0].ptr();
-    if (call_returns_true(future, "set_running_or_notify_cancel") != 1) return;
+    const int running = executor_future_start(future);
+    if (running < 0) PyErr_WriteUnraisable(future);
+    if (running != 1) return;
     PyObject* error = nullptr;
     PyObject* result = call_catching(held_.objects[1].ptr(), held_.objects[2].ptr(), held_.objects[3].ptr(), &error);
-    static PyObject* set_result = PyUnicode_InternFromString("set_result");
-    static PyObject* set_exception = PyUnicode_InternFromString("set_exception");
-    PyObject* outcome = result != nullptr ? PyObject_CallMethodOneArg(future, set_result, result)
-                                          : PyObject_CallMethodOneArg(future, set_exception, error);
+    if (executor_future_finish(future, result != nullptr ? result : error, result == nullptr) < 0)
+      PyErr_WriteUnraisable(future);
     Py_XDECREF(result);
     Py_XDECREF(error);
-    if (outcome == nullptr) PyErr_WriteUnraisable(future);
-    Py_XDECREF(outcome);
   }
 };
 
@@ -366,7 +365,8 @@ class PoolCore {
   // Executor.submit: a new concurrent.futures.Future for fn(*args, **kwargs).
   py::object submit(py::object fn, py::tuple args, py::dict kwargs) {
     check_open();
-    py::object future = future_class()();
+    py::object future = py::reinterpret_steal<py::object>(new_executor_future());
+    if (!future) throw py::error_already_set();
     enqueue(std::make_unique<FutureJob>(future, std::move(fn), std::move(args), std::move(kwargs)));
     return future;
   }
@@ -420,12 +420,6 @@ class PoolCore {
   }
 
  private:
-  // Looked up once and never released: they live as long as the process.
-  static py::handle future_class() {
-    static py::handle cls = py::object(py::module_::import("concurrent.futures").attr("Future")).release();
-    return cls;
-  }
-
   void check_open() const {
     if (!broken.empty()) {
       static py::handle broken_pool = py::object(py::module_::import("concurrent.futures.thread").attr("BrokenThreadPool")).release();
