@@ -161,13 +161,27 @@ def test_private_attributes_read_and_write(make):
     assert f.result() == "r"
 
 
-def test_turboloop_rejects_unknown_states_and_foreign_conditions():
+def test_turboloop_rejects_unknown_states_and_other_conditions():
     f = TLFuture()
     with pytest.raises(ValueError):
         f._state = "SLEEPING"
-    f._condition = threading.Condition()
-    with pytest.raises(TypeError, match="FutureCondition"):
-        f.done()
+    with pytest.raises(AttributeError):
+        f._condition = threading.Condition()
+    assert f._condition is f._condition  # one view while it lives
+    assert not f.done()
+
+
+def test_a_condition_outliving_its_future_still_works():
+    f = TLFuture()
+    condition = f._condition
+    ref = weakref.ref(f)
+    del f
+    assert ref() is not None  # the condition holds its future
+    with condition:
+        condition.notify_all()
+    del condition
+    gc.collect()
+    assert ref() is None
 
 
 def test_unexpected_state_is_logged_and_raises(make, caplog):

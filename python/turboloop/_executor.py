@@ -97,8 +97,8 @@ def _failure_reporter(executor_ref: weakref.ref[ThreadPoolExecutor]) -> Callable
 
 class Future(FutureMethods, _base.Future[_T]):
     """What ThreadPoolExecutor.submit() returns: a concurrent.futures.Future (a subclass, so
-    isinstance checks, wait(), as_completed() and asyncio.wrap_future() take it) whose lock,
-    state and methods are native. Its ``_condition`` is a turboloop.FutureCondition."""
+    isinstance checks, wait(), as_completed() and asyncio.wrap_future() take it) whose state, lock
+    and methods are native. Its ``_condition`` is a turboloop.FutureCondition over that lock."""
 
 
 class ThreadPoolExecutor(_stdlib_thread.ThreadPoolExecutor):

@@ -80,7 +80,7 @@ class TransportCore:
 
 @final
 class FutureCondition:
-    """A turboloop future's lock and condition (threading.Condition's interface), and its state."""
+    """A turboloop future's lock as a condition (threading.Condition's interface)."""
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool: ...
     def release(self) -> None: ...
@@ -90,8 +90,9 @@ class FutureCondition:
     def notify(self, n: int = 1) -> None: ...
     def notify_all(self) -> None: ...
 
+@disjoint_base
 class FutureMethods:
-    """concurrent.futures.Future's methods over a native FutureCondition (a mixin)."""
+    """concurrent.futures.Future's state and methods in C (the base of turboloop's executor future)."""
 
     _state: str
     _result: Any

@@ -3,13 +3,13 @@
 // The stdlib's Future builds a threading.Condition (a Python object holding an RLock, five bound
 // methods and a deque) and two lists for every call submitted, and runs each method as Python
 // code; that is most of what submit-and-wait costs, and most of the garbage collector's work.
-// Here a future's `_condition` is one FutureCondition: a re-entrant lock with condition-variable
-// waits (the interface concurrent.futures.wait()/as_completed() and Future.__repr__ use on it),
-// which also holds the future's state, result, exception, waiters and done callbacks. The mixin
-// FutureMethods gives the Python class (which also derives from concurrent.futures.Future, so it
-// is a real one for isinstance checks and asyncio.wrap_future) the stdlib's methods in C, with the
-// same semantics, messages and logging, and the private attributes (`_state`, `_result`, ...)
-// as properties over the condition.
+// Here the base FutureMethods holds a future's state, result, exception, waiters, done callbacks
+// and a re-entrant lock with condition-variable waits, in C fields, and gives the Python class
+// (which also derives from concurrent.futures.Future, so it is a real one for isinstance checks
+// and asyncio.wrap_future) the stdlib's methods in C, with the same semantics, messages and
+// logging. The private attributes the stdlib's helpers use are properties over the fields;
+// `_condition` is a FutureCondition, threading.Condition's interface over the future's lock (what
+// concurrent.futures.wait()/as_completed() and Future.__repr__ use), made when asked for.
 //
 // Locking: every field is read and written with the GIL held, and (as in the stdlib) under the
 // future's own lock where the stdlib takes it. The lock's bookkeeping is guarded by a std::mutex,
@@ -41,7 +41,6 @@ PyObject* state_names[kStates];
 PyObject* cancelled_error;      // concurrent.futures.CancelledError
 PyObject* invalid_state_error;  // concurrent.futures.InvalidStateError
 PyObject* futures_logger;       // concurrent.futures._base.LOGGER
-PyObject* condition_name;       // "_condition"
 
 bool is_cancelled(State state) { return state == State::cancelled || state == State::cancelled_and_notified; }
 bool is_done(State state) { return is_cancelled(state) || state == State::finished; }
@@ -61,17 +60,28 @@ struct LockState {
   std::vector<ConditionWaiter*> waiters;  // threads in wait(), oldest first
 };
 
-struct FutureCondition {
+struct FutureCondition;
+
+// A FutureMethods instance (the layout turboloop._executor.Future extends).
+struct NativeFuture {
   PyObject_HEAD
   State state;
-  PyObject* result;     // owned, or nullptr for None
-  PyObject* exception;  // owned, or nullptr for None
-  PyObject* waiters;    // the `_waiters` list, made when first asked for
-  PyObject* callbacks;  // the `_done_callbacks` list, made when first asked for
+  PyObject* result;            // owned, or nullptr for None
+  PyObject* exception;         // owned, or nullptr for None
+  PyObject* waiters;           // the `_waiters` list, made when first asked for
+  PyObject* callbacks;         // the `_done_callbacks` list, made when first asked for
+  FutureCondition* condition;  // the `_condition` handed out and still alive (borrowed), or nullptr
   alignas(LockState) unsigned char lock_storage[sizeof(LockState)];
 };
 
-LockState& lock_of(FutureCondition* self) { return *std::launder(reinterpret_cast<LockState*>(self->lock_storage)); }
+// What `future._condition` is: a view of the future's lock. It holds the future; the future only
+// remembers it while it lives, so no reference cycle forms.
+struct FutureCondition {
+  PyObject_HEAD
+  NativeFuture* future;
+};
+
+LockState& lock_of(NativeFuture* self) { return *std::launder(reinterpret_cast<LockState*>(self->lock_storage)); }
 
 // A timeout in seconds: negative waits forever, zero does not wait.
 Clock::time_point deadline_after(double seconds) {
@@ -219,9 +229,8 @@ int condition_notify(LockState& lock, Py_ssize_t n) {
   return 0;
 }
 
-void notify_all(FutureCondition* self) {
-  LockState& lock = lock_of(self);
-  condition_notify(lock, PY_SSIZE_T_MAX);  // cannot fail: the caller holds the lock
+void notify_all(NativeFuture* self) {
+  condition_notify(lock_of(self), PY_SSIZE_T_MAX);  // cannot fail: the caller holds the lock
 }
 
 // ---- The timeout arguments, parsed as the stdlib parses them --------------------------------
@@ -262,34 +271,40 @@ double condition_timeout(PyObject* timeout) {
 // ---- FutureCondition: what a future's `_condition` is ----------------------------------------
 
 int condition_traverse(FutureCondition* self, visitproc visit, void* arg) {
-  Py_VISIT(self->result);
-  Py_VISIT(self->exception);
-  Py_VISIT(self->waiters);
-  Py_VISIT(self->callbacks);
+  Py_VISIT(self->future);
   return 0;
 }
 
 int condition_clear(FutureCondition* self) {
-  Py_CLEAR(self->result);
-  Py_CLEAR(self->exception);
-  Py_CLEAR(self->waiters);
-  Py_CLEAR(self->callbacks);
+  if (self->future != nullptr && self->future->condition == self) self->future->condition = nullptr;
+  Py_CLEAR(self->future);
   return 0;
 }
 
 void condition_dealloc(FutureCondition* self) {
   PyObject_GC_UnTrack(self);
   condition_clear(self);
-  lock_of(self).~LockState();
   Py_TYPE(self)->tp_free(reinterpret_cast<PyObject*>(self));
 }
 
-PyObject* condition_new(PyTypeObject* type, PyObject*, PyObject*) {
-  auto* self = reinterpret_cast<FutureCondition*>(type->tp_alloc(type, 0));
-  if (self == nullptr) return nullptr;
-  self->state = State::pending;
-  new (self->lock_storage) LockState();
-  return reinterpret_cast<PyObject*>(self);
+extern PyTypeObject FutureConditionType;
+
+// The future's `_condition`: the live one, or a new one. A new reference, or nullptr.
+PyObject* condition_of(NativeFuture* future) {
+  if (future->condition != nullptr) return Py_NewRef(reinterpret_cast<PyObject*>(future->condition));
+  auto* condition = PyObject_GC_New(FutureCondition, &FutureConditionType);
+  if (condition == nullptr) return nullptr;
+  condition->future = reinterpret_cast<NativeFuture*>(Py_NewRef(reinterpret_cast<PyObject*>(future)));
+  future->condition = condition;
+  PyObject_GC_Track(condition);
+  return reinterpret_cast<PyObject*>(condition);
+}
+
+// The lock a condition method works on, or nullptr with the error set (after tp_clear).
+LockState* lock_of(FutureCondition* self) {
+  if (self->future != nullptr) return &lock_of(self->future);
+  PyErr_SetString(PyExc_RuntimeError, "this future condition no longer has a future");
+  return nullptr;
 }
 
 PyObject* condition_acquire(FutureCondition* self, PyObject* args, PyObject* kwargs) {
@@ -299,19 +314,22 @@ PyObject* condition_acquire(FutureCondition* self, PyObject* args, PyObject* kwa
   if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|pd:acquire", const_cast<char**>(keywords), &blocking, &timeout))
     return nullptr;
   const double seconds = lock_timeout(blocking, timeout);
-  if (seconds == -2) return nullptr;
-  const int taken = lock_acquire(lock_of(self), seconds, /*interruptible=*/true);
+  LockState* lock = lock_of(self);
+  if (seconds == -2 || lock == nullptr) return nullptr;
+  const int taken = lock_acquire(*lock, seconds, /*interruptible=*/true);
   if (taken < 0) return nullptr;
   return PyBool_FromLong(taken);
 }
 
 PyObject* condition_enter(FutureCondition* self, PyObject*) {
-  if (lock_acquire(lock_of(self), -1, /*interruptible=*/true) < 0) return nullptr;
+  LockState* lock = lock_of(self);
+  if (lock == nullptr || lock_acquire(*lock, -1, /*interruptible=*/true) < 0) return nullptr;
   Py_RETURN_TRUE;
 }
 
 PyObject* condition_release(FutureCondition* self, PyObject*) {
-  if (lock_release(lock_of(self)) < 0) return nullptr;
+  LockState* lock = lock_of(self);
+  if (lock == nullptr || lock_release(*lock) < 0) return nullptr;
   Py_RETURN_NONE;
 }
 
@@ -321,13 +339,15 @@ PyObject* condition_wait_method(FutureCondition* self, PyObject* args, PyObject*
   static const char* keywords[] = {"timeout", nullptr};
   PyObject* timeout = Py_None;
   if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:wait", const_cast<char**>(keywords), &timeout)) return nullptr;
-  if (!owned_by_me(lock_of(self))) {
+  LockState* lock = lock_of(self);
+  if (lock == nullptr) return nullptr;
+  if (!owned_by_me(*lock)) {
     PyErr_SetString(PyExc_RuntimeError, "cannot wait on un-acquired lock");
     return nullptr;
   }
   const double seconds = condition_timeout(timeout);
   if (seconds == -2) return nullptr;
-  const int notified = condition_wait(lock_of(self), seconds);
+  const int notified = condition_wait(*lock, seconds);
   if (notified < 0) return nullptr;
   return PyBool_FromLong(notified);
 }
@@ -336,43 +356,50 @@ PyObject* condition_notify_method(FutureCondition* self, PyObject* args, PyObjec
   static const char* keywords[] = {"n", nullptr};
   Py_ssize_t n = 1;
   if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|n:notify", const_cast<char**>(keywords), &n)) return nullptr;
-  if (condition_notify(lock_of(self), n) < 0) return nullptr;
+  LockState* lock = lock_of(self);
+  if (lock == nullptr || condition_notify(*lock, n) < 0) return nullptr;
   Py_RETURN_NONE;
 }
 
 PyObject* condition_notify_all_method(FutureCondition* self, PyObject*) {
-  if (condition_notify(lock_of(self), PY_SSIZE_T_MAX) < 0) return nullptr;
+  LockState* lock = lock_of(self);
+  if (lock == nullptr || condition_notify(*lock, PY_SSIZE_T_MAX) < 0) return nullptr;
   Py_RETURN_NONE;
 }
 
 PyObject* condition_repr(FutureCondition* self) {
-  LockState& lock = lock_of(self);
+  LockState* lock = lock_of(self);
+  if (lock == nullptr) return nullptr;
   unsigned long owner = 0;
   std::uint64_t count = 0;
   std::size_t waiting = 0;
   {
-    std::lock_guard<std::mutex> guard(lock.mutex);
-    owner = lock.owner;
-    count = lock.count;
-    waiting = lock.waiters.size();
+    std::lock_guard<std::mutex> guard(lock->mutex);
+    owner = lock->owner;
+    count = lock->count;
+    waiting = lock->waiters.size();
   }
   return PyUnicode_FromFormat("<turboloop future condition (%s lock owner=%lu count=%llu), %zu waiting>",
                               count > 0 ? "locked" : "unlocked", owner, static_cast<unsigned long long>(count),
                               waiting);
 }
 
+template <typename F>
+PyCFunction as_cfunction(F function) {
+  return reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(function));
+}
+
 PyMethodDef condition_methods[] = {
-    {"acquire", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(condition_acquire)),
-     METH_VARARGS | METH_KEYWORDS, "Takes the lock (re-entrant), as threading.RLock.acquire()."},
-    {"release", reinterpret_cast<PyCFunction>(condition_release), METH_NOARGS, "Gives up one level of the lock."},
-    {"__enter__", reinterpret_cast<PyCFunction>(condition_enter), METH_NOARGS, nullptr},
-    {"__exit__", reinterpret_cast<PyCFunction>(condition_exit), METH_VARARGS, nullptr},
-    {"wait", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(condition_wait_method)),
-     METH_VARARGS | METH_KEYWORDS, "As threading.Condition.wait(timeout=None)."},
-    {"notify", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(condition_notify_method)),
-     METH_VARARGS | METH_KEYWORDS, "As threading.Condition.notify(n=1)."},
-    {"notify_all", reinterpret_cast<PyCFunction>(condition_notify_all_method), METH_NOARGS,
-     "As threading.Condition.notify_all()."},
+    {"acquire", as_cfunction(condition_acquire), METH_VARARGS | METH_KEYWORDS,
+     "Takes the lock (re-entrant), as threading.RLock.acquire()."},
+    {"release", as_cfunction(condition_release), METH_NOARGS, "Gives up one level of the lock."},
+    {"__enter__", as_cfunction(condition_enter), METH_NOARGS, nullptr},
+    {"__exit__", as_cfunction(condition_exit), METH_VARARGS, nullptr},
+    {"wait", as_cfunction(condition_wait_method), METH_VARARGS | METH_KEYWORDS,
+     "As threading.Condition.wait(timeout=None)."},
+    {"notify", as_cfunction(condition_notify_method), METH_VARARGS | METH_KEYWORDS,
+     "As threading.Condition.notify(n=1)."},
+    {"notify_all", as_cfunction(condition_notify_all_method), METH_NOARGS, "As threading.Condition.notify_all()."},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -384,56 +411,39 @@ PyTypeObject FutureConditionType = [] {
   type.tp_dealloc = reinterpret_cast<destructor>(condition_dealloc);
   type.tp_repr = reinterpret_cast<reprfunc>(condition_repr);
   type.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC;
-  type.tp_doc = "A turboloop future's lock and condition (threading.Condition's interface), and its state.";
+  type.tp_doc = "A turboloop future's lock as a condition (threading.Condition's interface).";
   type.tp_traverse = reinterpret_cast<traverseproc>(condition_traverse);
   type.tp_clear = reinterpret_cast<inquiry>(condition_clear);
   type.tp_methods = condition_methods;
-  type.tp_new = condition_new;
   return type;
 }();
 
-// ---- FutureMethods: the future's methods, over its condition ---------------------------------
+// ---- FutureMethods: the future's state and methods -------------------------------------------
 
-// The future's condition: a new reference, or nullptr with the error set.
-FutureCondition* condition_of(PyObject* future) {
-  PyObject* condition = PyObject_GetAttr(future, condition_name);
-  if (condition == nullptr) return nullptr;
-  if (!Py_IS_TYPE(condition, &FutureConditionType)) {
-    PyErr_Format(PyExc_TypeError, "%.200s._condition must be the FutureCondition its __init__ made, not %.200s",
-                 Py_TYPE(future)->tp_name, Py_TYPE(condition)->tp_name);
-    Py_DECREF(condition);
-    return nullptr;
-  }
-  return reinterpret_cast<FutureCondition*>(condition);
-}
+PyObject* as_object(NativeFuture* future) { return reinterpret_cast<PyObject*>(future); }
 
-// Holds a future's condition and its lock for a scope (the stdlib's `with self._condition:`).
+// Holds a future's lock for a scope (the stdlib's `with self._condition:`).
 class Locked {
  public:
-  explicit Locked(PyObject* future) : condition_{condition_of(future)} {
-    if (condition_ != nullptr && lock_acquire(lock_of(condition_), -1, /*interruptible=*/true) < 0) Py_CLEAR(condition_);
-    held_ = condition_ != nullptr;
+  explicit Locked(NativeFuture* future) : future_{future} {
+    held_ = lock_acquire(lock_of(future), -1, /*interruptible=*/true) == 1;
   }
-  ~Locked() {
-    unlock();
-    Py_XDECREF(condition_);
-  }
+  ~Locked() { unlock(); }
   Locked(const Locked&) = delete;
   Locked& operator=(const Locked&) = delete;
 
-  explicit operator bool() const { return condition_ != nullptr; }
-  FutureCondition* operator->() const { return condition_; }
-  FutureCondition* get() const { return condition_; }
+  // False when a signal handler raised while waiting for the lock.
+  explicit operator bool() const { return held_; }
 
   void unlock() {
     if (!held_) return;
     held_ = false;
-    lock_release(lock_of(condition_));
+    lock_release(lock_of(future_));
   }
 
  private:
-  FutureCondition* condition_;
-  bool held_ = false;
+  NativeFuture* future_;
+  bool held_;
 };
 
 // LOGGER.<level>(message, first[, second], exc_info=exc): 0, or -1 with the error set.
@@ -457,13 +467,13 @@ int log(const char* level, PyObject* exc, const char* message, PyObject* first, 
 
 // After `callback(future)` raised: logs an Exception as the stdlib does and returns 0; anything
 // else (KeyboardInterrupt, SystemExit) stays raised and gives -1.
-int log_callback_error(PyObject* future) {
+int log_callback_error(NativeFuture* future) {
   if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
   PyObject *type, *value, *traceback;
   PyErr_Fetch(&type, &value, &traceback);
   PyErr_NormalizeException(&type, &value, &traceback);
   if (traceback != nullptr) PyException_SetTraceback(value, traceback);
-  const int logged = log("exception", value, "exception calling callback for %r", future);
+  const int logged = log("exception", value, "exception calling callback for %r", as_object(future));
   Py_XDECREF(type);
   Py_XDECREF(value);
   Py_XDECREF(traceback);
@@ -472,13 +482,13 @@ int log_callback_error(PyObject* future) {
 
 // Future._invoke_callbacks(): each done callback with the future, in order, including those a
 // callback adds meanwhile.
-int invoke_callbacks(PyObject* future, FutureCondition* condition) {
-  if (condition->callbacks == nullptr) return 0;
-  PyObject* callbacks = Py_NewRef(condition->callbacks);
+int invoke_callbacks(NativeFuture* future) {
+  if (future->callbacks == nullptr) return 0;
+  PyObject* callbacks = Py_NewRef(future->callbacks);
   int status = 0;
   for (Py_ssize_t i = 0; i < PyList_GET_SIZE(callbacks); ++i) {
     PyObject* callback = Py_NewRef(PyList_GET_ITEM(callbacks, i));
-    PyObject* result = PyObject_CallOneArg(callback, future);
+    PyObject* result = PyObject_CallOneArg(callback, as_object(future));
     Py_DECREF(callback);
     if (result != nullptr) {
       Py_DECREF(result);
@@ -492,14 +502,14 @@ int invoke_callbacks(PyObject* future, FutureCondition* condition) {
 }
 
 // waiter.<method>(future) for each of concurrent.futures.wait()'s waiters on the future.
-int tell_waiters(PyObject* future, FutureCondition* condition, const char* method) {
-  if (condition->waiters == nullptr) return 0;
-  PyObject* waiters = Py_NewRef(condition->waiters);
+int tell_waiters(NativeFuture* future, const char* method) {
+  if (future->waiters == nullptr) return 0;
+  PyObject* waiters = Py_NewRef(future->waiters);
   PyObject* name = PyUnicode_InternFromString(method);
   int status = name == nullptr ? -1 : 0;
   for (Py_ssize_t i = 0; status == 0 && i < PyList_GET_SIZE(waiters); ++i) {
     PyObject* waiter = Py_NewRef(PyList_GET_ITEM(waiters, i));
-    PyObject* result = PyObject_CallMethodOneArg(waiter, name, future);
+    PyObject* result = PyObject_CallMethodOneArg(waiter, name, as_object(future));
     Py_DECREF(waiter);
     if (result == nullptr) status = -1;
     Py_XDECREF(result);
@@ -509,9 +519,9 @@ int tell_waiters(PyObject* future, FutureCondition* condition, const char* metho
   return status;
 }
 
-// The finished future's outcome: its result, or its exception raised.
-PyObject* outcome(FutureCondition* condition) {
-  PyObject* exception = condition->exception;
+// The finished future's outcome: its result, or its exception raised (`raise self._exception`).
+PyObject* outcome(NativeFuture* future) {
+  PyObject* exception = future->exception;
   if (exception != nullptr) {
     const int truthy = PyObject_IsTrue(exception);
     if (truthy < 0) return nullptr;
@@ -525,7 +535,11 @@ PyObject* outcome(FutureCondition* condition) {
       return nullptr;
     }
   }
-  return Py_NewRef(condition->result != nullptr ? condition->result : Py_None);
+  return Py_NewRef(future->result != nullptr ? future->result : Py_None);
+}
+
+PyObject* stored_exception(NativeFuture* future) {
+  return Py_NewRef(future->exception != nullptr ? future->exception : Py_None);
 }
 
 // The single optional `timeout` argument of result() and exception(): 0, or -1 with TypeError.
@@ -549,122 +563,169 @@ int timeout_argument(const char* name, PyObject* const* args, Py_ssize_t nargs, 
 }
 
 // result() and exception(): waits (`timeout` as Condition.wait takes it) for the future to
-// finish, then returns outcome(condition) or its exception.
-template <typename Outcome>
-PyObject* wait_for_outcome(PyObject* future, PyObject* timeout, Outcome finished) {
-  Locked condition(future);
-  if (!condition) return nullptr;
+// finish, then returns finished(future) or raises CancelledError/TimeoutError.
+PyObject* wait_for_outcome(NativeFuture* future, PyObject* timeout, PyObject* (*finished)(NativeFuture*)) {
+  Locked locked(future);
+  if (!locked) return nullptr;
   for (int round = 0; round < 2; ++round) {
-    if (is_cancelled(condition->state)) {
+    if (is_cancelled(future->state)) {
       PyErr_SetNone(cancelled_error);
       return nullptr;
     }
-    if (condition->state == State::finished) return finished(condition.get());
+    if (future->state == State::finished) return finished(future);
     if (round == 1) break;
     const double seconds = condition_timeout(timeout);
-    if (seconds == -2 || condition_wait(lock_of(condition.get()), seconds) < 0) return nullptr;
+    if (seconds == -2 || condition_wait(lock_of(future), seconds) < 0) return nullptr;
   }
   PyErr_SetNone(PyExc_TimeoutError);
   return nullptr;
 }
 
-PyObject* future_result(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+PyObject* future_result(NativeFuture* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   PyObject* timeout;
   if (timeout_argument("result", args, nargs, kwnames, &timeout) < 0) return nullptr;
   return wait_for_outcome(self, timeout, outcome);
 }
 
-PyObject* future_exception(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+PyObject* future_exception(NativeFuture* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   PyObject* timeout;
   if (timeout_argument("exception", args, nargs, kwnames, &timeout) < 0) return nullptr;
-  return wait_for_outcome(self, timeout, [](FutureCondition* condition) {
-    return Py_NewRef(condition->exception != nullptr ? condition->exception : Py_None);
-  });
+  return wait_for_outcome(self, timeout, stored_exception);
 }
 
-PyObject* future_cancel(PyObject* self, PyObject*) {
-  Locked condition(self);
-  if (!condition) return nullptr;
-  if (condition->state == State::running || condition->state == State::finished) Py_RETURN_FALSE;
-  if (is_cancelled(condition->state)) Py_RETURN_TRUE;
-  condition->state = State::cancelled;
-  notify_all(condition.get());
-  condition.unlock();
-  if (invoke_callbacks(self, condition.get()) < 0) return nullptr;
+PyObject* future_cancel(NativeFuture* self, PyObject*) {
+  Locked locked(self);
+  if (!locked) return nullptr;
+  if (self->state == State::running || self->state == State::finished) Py_RETURN_FALSE;
+  if (is_cancelled(self->state)) Py_RETURN_TRUE;
+  self->state = State::cancelled;
+  notify_all(self);
+  locked.unlock();
+  if (invoke_callbacks(self) < 0) return nullptr;
   Py_RETURN_TRUE;
-}
-
-template <bool (*Test)(State)>
-PyObject* state_test(PyObject* self, PyObject*) {
-  Locked condition(self);
-  if (!condition) return nullptr;
-  return PyBool_FromLong(Test(condition->state));
 }
 
 bool is_running(State state) { return state == State::running; }
 
-PyObject* future_add_done_callback(PyObject* self, PyObject* fn) {
+template <bool (*Test)(State)>
+PyObject* state_test(NativeFuture* self, PyObject*) {
+  Locked locked(self);
+  if (!locked) return nullptr;
+  return PyBool_FromLong(Test(self->state));
+}
+
+PyObject* future_add_done_callback(NativeFuture* self, PyObject* fn) {
   {
-    Locked condition(self);
-    if (!condition) return nullptr;
-    if (!is_done(condition->state)) {
-      if (condition->callbacks == nullptr && (condition->callbacks = PyList_New(0)) == nullptr) return nullptr;
-      if (PyList_Append(condition->callbacks, fn) < 0) return nullptr;
+    Locked locked(self);
+    if (!locked) return nullptr;
+    if (!is_done(self->state)) {
+      if (self->callbacks == nullptr && (self->callbacks = PyList_New(0)) == nullptr) return nullptr;
+      if (PyList_Append(self->callbacks, fn) < 0) return nullptr;
       Py_RETURN_NONE;
     }
   }
-  PyObject* result = PyObject_CallOneArg(fn, self);
+  PyObject* result = PyObject_CallOneArg(fn, as_object(self));
   if (result == nullptr && log_callback_error(self) < 0) return nullptr;
   Py_XDECREF(result);
   Py_RETURN_NONE;
 }
 
-PyObject* future_set_running_or_notify_cancel(PyObject* self, PyObject*) {
-  const int running = executor_future_start(self);
+// set_running_or_notify_cancel(): 1 running, 0 cancelled, -1 with the error set.
+int start(NativeFuture* future) {
+  Locked locked(future);
+  if (!locked) return -1;
+  if (future->state == State::cancelled) {
+    future->state = State::cancelled_and_notified;
+    // No notify_all(): cancel() notified already.
+    return tell_waiters(future, "add_cancelled") < 0 ? -1 : 0;
+  }
+  if (future->state == State::pending) {
+    future->state = State::running;
+    return 1;
+  }
+  PyObject* id = PyLong_FromVoidPtr(future);
+  const int logged = id == nullptr ? -1
+                                   : log("critical", nullptr, "Future %s in unexpected state: %s", id,
+                                         state_names[static_cast<int>(future->state)]);
+  Py_XDECREF(id);
+  if (logged == 0) PyErr_SetString(PyExc_RuntimeError, "Future in unexpected state");
+  return -1;
+}
+
+PyObject* future_set_running_or_notify_cancel(NativeFuture* self, PyObject*) {
+  const int running = start(self);
   if (running < 0) return nullptr;
   return PyBool_FromLong(running);
 }
 
 // set_result()/set_exception(): `value` becomes the outcome, unless the future is already done
 // (InvalidStateError, as the stdlib).
-int finish(PyObject* future, PyObject* value, bool failed) {
-  Locked condition(future);
-  if (!condition) return -1;
-  if (is_done(condition->state)) {
-    PyObject* repr = PyObject_Repr(future);
+int finish(NativeFuture* future, PyObject* value, bool failed) {
+  Locked locked(future);
+  if (!locked) return -1;
+  if (is_done(future->state)) {
+    PyObject* repr = PyObject_Repr(as_object(future));
     if (repr != nullptr)
-      PyErr_Format(invalid_state_error, "%U: %U", state_names[static_cast<int>(condition->state)], repr);
+      PyErr_Format(invalid_state_error, "%U: %U", state_names[static_cast<int>(future->state)], repr);
     Py_XDECREF(repr);
     return -1;
   }
-  Py_XSETREF(failed ? condition->exception : condition->result, Py_NewRef(value));
-  condition->state = State::finished;
-  if (tell_waiters(future, condition.get(), failed ? "add_exception" : "add_result") < 0) return -1;
-  notify_all(condition.get());
-  condition.unlock();
-  return invoke_callbacks(future, condition.get());
+  Py_XSETREF(failed ? future->exception : future->result, Py_NewRef(value));
+  future->state = State::finished;
+  if (tell_waiters(future, failed ? "add_exception" : "add_result") < 0) return -1;
+  notify_all(future);
+  locked.unlock();
+  return invoke_callbacks(future);
 }
 
-PyObject* future_set_result(PyObject* self, PyObject* result) {
+PyObject* future_set_result(NativeFuture* self, PyObject* result) {
   if (finish(self, result, /*failed=*/false) < 0) return nullptr;
   Py_RETURN_NONE;
 }
 
-PyObject* future_set_exception(PyObject* self, PyObject* exception) {
+PyObject* future_set_exception(NativeFuture* self, PyObject* exception) {
   if (finish(self, exception, /*failed=*/true) < 0) return nullptr;
   Py_RETURN_NONE;
 }
 
-PyObject* future_invoke_callbacks(PyObject* self, PyObject*) {
-  FutureCondition* condition = condition_of(self);
-  if (condition == nullptr) return nullptr;
-  const int invoked = invoke_callbacks(self, condition);
-  Py_DECREF(condition);
-  if (invoked < 0) return nullptr;
+PyObject* future_invoke_callbacks(NativeFuture* self, PyObject*) {
+  if (invoke_callbacks(self) < 0) return nullptr;
   Py_RETURN_NONE;
 }
 
-int future_init(PyObject* self, PyObject* args, PyObject* kwargs) {
+int future_traverse(NativeFuture* self, visitproc visit, void* arg) {
+  Py_VISIT(self->result);
+  Py_VISIT(self->exception);
+  Py_VISIT(self->waiters);
+  Py_VISIT(self->callbacks);
+  return 0;
+}
+
+int future_clear(NativeFuture* self) {
+  Py_CLEAR(self->result);
+  Py_CLEAR(self->exception);
+  Py_CLEAR(self->waiters);
+  Py_CLEAR(self->callbacks);
+  return 0;
+}
+
+void future_dealloc(NativeFuture* self) {
+  PyObject_GC_UnTrack(self);
+  future_clear(self);
+  lock_of(self).~LockState();
+  Py_TYPE(self)->tp_free(as_object(self));
+}
+
+PyObject* future_new(PyTypeObject* type, PyObject*, PyObject*) {
+  auto* self = reinterpret_cast<NativeFuture*>(type->tp_alloc(type, 0));
+  if (self == nullptr) return nullptr;
+  self->state = State::pending;
+  new (self->lock_storage) LockState();
+  return as_object(self);
+}
+
+// Future.__init__(): takes no arguments; on a used future, starts it afresh as the stdlib's does.
+int future_init(NativeFuture* self, PyObject* args, PyObject* kwargs) {
   if (PyTuple_GET_SIZE(args) != 0) {
     PyErr_Format(PyExc_TypeError, "Future.__init__() takes 1 positional argument but %zd were given",
                  PyTuple_GET_SIZE(args) + 1);
@@ -677,24 +738,17 @@ int future_init(PyObject* self, PyObject* args, PyObject* kwargs) {
     PyErr_Format(PyExc_TypeError, "Future.__init__() got an unexpected keyword argument '%S'", keyword);
     return -1;
   }
-  PyObject* condition = condition_new(&FutureConditionType, nullptr, nullptr);
-  if (condition == nullptr) return -1;
-  const int set = PyObject_SetAttr(self, condition_name, condition);
-  Py_DECREF(condition);
-  return set;
+  self->state = State::pending;
+  return future_clear(self);
 }
 
 // ---- The private attributes the stdlib's code (and tests) read and write ---------------------
 
-PyObject* get_state(PyObject* self, void*) {
-  FutureCondition* condition = condition_of(self);
-  if (condition == nullptr) return nullptr;
-  PyObject* name = Py_NewRef(state_names[static_cast<int>(condition->state)]);
-  Py_DECREF(condition);
-  return name;
-}
+PyObject* get_condition(NativeFuture* self, void*) { return condition_of(self); }
 
-int set_state(PyObject* self, PyObject* value, void*) {
+PyObject* get_state(NativeFuture* self, void*) { return Py_NewRef(state_names[static_cast<int>(self->state)]); }
+
+int set_state(NativeFuture* self, PyObject* value, void*) {
   if (value == nullptr) {
     PyErr_SetString(PyExc_AttributeError, "cannot delete _state");
     return -1;
@@ -703,78 +757,65 @@ int set_state(PyObject* self, PyObject* value, void*) {
     const int equal = PyObject_RichCompareBool(value, state_names[i], Py_EQ);
     if (equal < 0) return -1;
     if (!equal) continue;
-    FutureCondition* condition = condition_of(self);
-    if (condition == nullptr) return -1;
-    condition->state = static_cast<State>(i);
-    Py_DECREF(condition);
+    self->state = static_cast<State>(i);
     return 0;
   }
   PyErr_Format(PyExc_ValueError, "%R is not a concurrent.futures state", value);
   return -1;
 }
 
-// `_result`, `_exception`: closure is the offset of the field.
-PyObject* get_value(PyObject* self, void* field) {
-  FutureCondition* condition = condition_of(self);
-  if (condition == nullptr) return nullptr;
-  PyObject* value = *reinterpret_cast<PyObject**>(reinterpret_cast<char*>(condition) + reinterpret_cast<std::size_t>(field));
-  PyObject* result = Py_NewRef(value != nullptr ? value : Py_None);
-  Py_DECREF(condition);
-  return result;
+// The field at byte offset `field` of the future.
+PyObject*& field_of(NativeFuture* self, void* field) {
+  return *reinterpret_cast<PyObject**>(reinterpret_cast<char*>(self) + reinterpret_cast<std::size_t>(field));
 }
 
-int set_value(PyObject* self, PyObject* value, void* field) {
+// `_result`, `_exception`: any object (None is kept as nullptr).
+PyObject* get_value(NativeFuture* self, void* field) {
+  PyObject* value = field_of(self, field);
+  return Py_NewRef(value != nullptr ? value : Py_None);
+}
+
+int set_value(NativeFuture* self, PyObject* value, void* field) {
   if (value == nullptr) {
     PyErr_SetString(PyExc_AttributeError, "cannot delete this attribute");
     return -1;
   }
-  FutureCondition* condition = condition_of(self);
-  if (condition == nullptr) return -1;
-  Py_XSETREF(*reinterpret_cast<PyObject**>(reinterpret_cast<char*>(condition) + reinterpret_cast<std::size_t>(field)),
-             value == Py_None ? nullptr : Py_NewRef(value));
-  Py_DECREF(condition);
+  Py_XSETREF(field_of(self, field), value == Py_None ? nullptr : Py_NewRef(value));
   return 0;
 }
 
 // `_waiters`, `_done_callbacks`: lists, made on first use.
-PyObject* get_list(PyObject* self, void* field) {
-  FutureCondition* condition = condition_of(self);
-  if (condition == nullptr) return nullptr;
-  auto& list = *reinterpret_cast<PyObject**>(reinterpret_cast<char*>(condition) + reinterpret_cast<std::size_t>(field));
+PyObject* get_list(NativeFuture* self, void* field) {
+  PyObject*& list = field_of(self, field);
   if (list == nullptr) list = PyList_New(0);
-  PyObject* result = Py_XNewRef(list);
-  Py_DECREF(condition);
-  return result;
+  return Py_XNewRef(list);
 }
 
-int set_list(PyObject* self, PyObject* value, void* field) {
+int set_list(NativeFuture* self, PyObject* value, void* field) {
   if (value == nullptr || !PyList_Check(value)) {
     PyErr_SetString(PyExc_TypeError, "this attribute must be a list");
     return -1;
   }
-  FutureCondition* condition = condition_of(self);
-  if (condition == nullptr) return -1;
-  Py_XSETREF(*reinterpret_cast<PyObject**>(reinterpret_cast<char*>(condition) + reinterpret_cast<std::size_t>(field)),
-             Py_NewRef(value));
-  Py_DECREF(condition);
+  Py_XSETREF(field_of(self, field), Py_NewRef(value));
   return 0;
 }
 
 void* field(std::size_t offset) { return reinterpret_cast<void*>(offset); }
 
+template <typename Get, typename Set>
+PyGetSetDef property(const char* name, Get get, Set set, void* closure = nullptr) {
+  return {name, reinterpret_cast<getter>(get), reinterpret_cast<setter>(set), nullptr, closure};
+}
+
 PyGetSetDef future_getset[] = {
-    {"_state", get_state, set_state, nullptr, nullptr},
-    {"_result", get_value, set_value, nullptr, field(offsetof(FutureCondition, result))},
-    {"_exception", get_value, set_value, nullptr, field(offsetof(FutureCondition, exception))},
-    {"_waiters", get_list, set_list, nullptr, field(offsetof(FutureCondition, waiters))},
-    {"_done_callbacks", get_list, set_list, nullptr, field(offsetof(FutureCondition, callbacks))},
+    {"_condition", reinterpret_cast<getter>(get_condition), nullptr, nullptr, nullptr},
+    property("_state", get_state, set_state),
+    property("_result", get_value, set_value, field(offsetof(NativeFuture, result))),
+    property("_exception", get_value, set_value, field(offsetof(NativeFuture, exception))),
+    property("_waiters", get_list, set_list, field(offsetof(NativeFuture, waiters))),
+    property("_done_callbacks", get_list, set_list, field(offsetof(NativeFuture, callbacks))),
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
-
-template <typename F>
-PyCFunction as_cfunction(F function) {
-  return reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(function));
-}
 
 PyMethodDef future_methods[] = {
     {"cancel", as_cfunction(future_cancel), METH_NOARGS, nullptr},
@@ -791,18 +832,22 @@ PyMethodDef future_methods[] = {
     {nullptr, nullptr, 0, nullptr},
 };
 
-// A mixin without instance fields, so it combines with concurrent.futures.Future's layout.
+// The base of turboloop._executor.Future, next to concurrent.futures.Future (which adds no
+// fields of its own, only a __dict__ and weak references, so the two layouts combine).
 PyTypeObject FutureMethodsType = [] {
   PyTypeObject type{};
   Py_SET_REFCNT(&type, 1);
   type.tp_name = "turboloop.FutureMethods";
-  type.tp_basicsize = sizeof(PyObject);
-  type.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE;
-  type.tp_doc = "concurrent.futures.Future's methods over a native FutureCondition (a mixin).";
+  type.tp_basicsize = sizeof(NativeFuture);
+  type.tp_dealloc = reinterpret_cast<destructor>(future_dealloc);
+  type.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE;
+  type.tp_doc = "concurrent.futures.Future's state and methods in C (the base of turboloop's executor future).";
+  type.tp_traverse = reinterpret_cast<traverseproc>(future_traverse);
+  type.tp_clear = reinterpret_cast<inquiry>(future_clear);
   type.tp_methods = future_methods;
   type.tp_getset = future_getset;
-  type.tp_init = future_init;
-  type.tp_new = PyType_GenericNew;
+  type.tp_init = reinterpret_cast<initproc>(future_init);
+  type.tp_new = future_new;
   return type;
 }();
 
@@ -822,6 +867,13 @@ void copy_docs(PyObject* stdlib_future) {
   }
 }
 
+// The future as a FutureMethods instance, or nullptr with TypeError.
+NativeFuture* native(PyObject* future) {
+  if (PyObject_TypeCheck(future, &FutureMethodsType)) return reinterpret_cast<NativeFuture*>(future);
+  PyErr_Format(PyExc_TypeError, "expected a turboloop executor future, not %.200s", Py_TYPE(future)->tp_name);
+  return nullptr;
+}
+
 }  // namespace
 
 PyObject* new_executor_future() {
@@ -839,28 +891,14 @@ PyObject* new_executor_future() {
 }
 
 int executor_future_start(PyObject* future) {
-  Locked condition(future);
-  if (!condition) return -1;
-  if (condition->state == State::cancelled) {
-    condition->state = State::cancelled_and_notified;
-    if (tell_waiters(future, condition.get(), "add_cancelled") < 0) return -1;
-    // No notify_all(): cancel() notified already.
-    return 0;
-  }
-  if (condition->state == State::pending) {
-    condition->state = State::running;
-    return 1;
-  }
-  PyObject* id = PyLong_FromVoidPtr(future);
-  const int logged = id == nullptr ? -1
-                                   : log("critical", nullptr, "Future %s in unexpected state: %s", id,
-                                         state_names[static_cast<int>(condition->state)]);
-  Py_XDECREF(id);
-  if (logged == 0) PyErr_SetString(PyExc_RuntimeError, "Future in unexpected state");
-  return -1;
+  NativeFuture* self = native(future);
+  return self == nullptr ? -1 : start(self);
 }
 
-int executor_future_finish(PyObject* future, PyObject* value, bool failed) { return finish(future, value, failed); }
+int executor_future_finish(PyObject* future, PyObject* value, bool failed) {
+  NativeFuture* self = native(future);
+  return self == nullptr ? -1 : finish(self, value, failed);
+}
 
 void register_executor_future(py::module_& module) {
   py::module_ base = py::module_::import("concurrent.futures._base");
@@ -871,10 +909,8 @@ void register_executor_future(py::module_& module) {
   cancelled_error = keep("CancelledError");
   invalid_state_error = keep("InvalidStateError");
   futures_logger = keep("LOGGER");
-  condition_name = PyUnicode_InternFromString("_condition");
   copy_docs(base.attr("Future").ptr());
-  if (condition_name == nullptr || PyType_Ready(&FutureConditionType) < 0 || PyType_Ready(&FutureMethodsType) < 0)
-    throw py::error_already_set();
+  if (PyType_Ready(&FutureConditionType) < 0 || PyType_Ready(&FutureMethodsType) < 0) throw py::error_already_set();
   module.add_object("FutureCondition", reinterpret_cast<PyObject*>(&FutureConditionType));
   module.add_object("FutureMethods", reinterpret_cast<PyObject*>(&FutureMethodsType));
 }
