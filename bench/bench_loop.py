@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -52,6 +53,8 @@ SIZES: Dict[str, int] = {
     "gather": 200_000,
     "future": 200_000,
     "threadsafe": 200_000,
+    "udp_echo": 100_000,
+    "spawn_wait": 1_000,
 }
 QUICK_SIZES: Dict[str, int] = {
     "call_soon": 20_000,
@@ -60,11 +63,15 @@ QUICK_SIZES: Dict[str, int] = {
     "gather": 5_000,
     "future": 5_000,
     "threadsafe": 5_000,
+    "udp_echo": 2_000,
+    "spawn_wait": 40,
 }
 
 CALL_SOON_BATCH = 1_000      # callbacks scheduled per driver step
 TIMER_SPREAD = 0.001         # call_later delays drawn from [0, 1 ms)
 CANCEL_FRACTION = 0.9        # share of timers cancelled in call_later_cancel
+UDP_IN_FLIGHT = 8            # datagrams the udp_echo client keeps in flight
+UDP_PAYLOAD = b"x" * 64
 WORKER_TIMEOUT = 300.0       # seconds before a worker is declared hung
 
 
@@ -220,6 +227,64 @@ async def wl_threadsafe(loop: asyncio.AbstractEventLoop, n: int) -> int:
     return n
 
 
+async def wl_udp_echo(loop: asyncio.AbstractEventLoop, n: int) -> int:
+    """n datagrams echoed over loopback by a server endpoint on the same loop."""
+
+    class Echo(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            self.transport.sendto(data, addr)  # type: ignore[attr-defined]
+
+    done = loop.create_future()
+
+    class Client(asyncio.DatagramProtocol):
+        sent = received = 0
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def send(self) -> None:
+            self.sent += 1
+            self.transport.sendto(UDP_PAYLOAD)  # type: ignore[attr-defined]
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            assert data == UDP_PAYLOAD, data[:16]
+            self.received += 1
+            if self.received == n:
+                done.set_result(None)
+            elif self.sent < n:
+                self.send()
+
+        def error_received(self, exc: Exception) -> None:
+            if not done.done():
+                done.set_exception(exc)
+
+    server, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+    client_transport, client = await loop.create_datagram_endpoint(
+        Client, remote_addr=server.get_extra_info("sockname"))
+    try:
+        for _ in range(min(UDP_IN_FLIGHT, n)):
+            client.send()
+        # Loopback does not drop 8 small datagrams; a lost one would stall here, not pass.
+        await asyncio.wait_for(done, 60)
+    finally:
+        client_transport.close()
+        server.close()
+    return client.received
+
+
+async def wl_spawn_wait(loop: asyncio.AbstractEventLoop, n: int) -> int:
+    """create_subprocess_exec('true') and wait for it, n times in a row."""
+    true = shutil.which("true") or "/bin/true"
+    for _ in range(n):
+        proc = await asyncio.create_subprocess_exec(true)
+        status = await proc.wait()
+        assert status == 0, status
+    return n
+
+
 WORKLOADS: Dict[str, Callable[[asyncio.AbstractEventLoop, int],
                               Coroutine[Any, Any, int]]] = {
     "call_soon": wl_call_soon,
@@ -228,6 +293,8 @@ WORKLOADS: Dict[str, Callable[[asyncio.AbstractEventLoop, int],
     "gather": wl_gather,
     "future": wl_future,
     "threadsafe": wl_threadsafe,
+    "udp_echo": wl_udp_echo,
+    "spawn_wait": wl_spawn_wait,
 }
 
 

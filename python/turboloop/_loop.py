@@ -22,7 +22,7 @@ from asyncio.base_events import _format_handle  # type: ignore[attr-defined]
 from asyncio.log import logger
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, TypeVarTuple, Unpack
 
-from turboloop import _watchdog
+from turboloop import _datagram, _watchdog
 from turboloop._executor import ThreadPoolExecutor
 from turboloop._transport import SocketTransport
 from turboloop._turboloop import LoopCore
@@ -103,6 +103,7 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
         self._signal_handlers: dict[int, events.Handle] = {}
         self._saved_wakeup_fd: int | None = None
         self._watchdog_callback: Callable[[_watchdog.Stall], object] | None = None
+        self._datagram_view: memoryview | None = None
         if _watchdog.default is not None:
             self.set_watchdog(*_watchdog.default)
 
@@ -272,6 +273,18 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
         self, sock: Any, protocol: Any, waiter: Any = None, *, extra: Any = None, server: Any = None
     ) -> SocketTransport:
         return SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_datagram_transport(
+        self, sock: Any, protocol: Any, address: Any = None, waiter: Any = None, extra: Any = None
+    ) -> _datagram.DatagramTransport:
+        return _datagram.DatagramTransport(self, sock, protocol, address, waiter, extra)
+
+    def _datagram_buffer(self) -> memoryview:
+        """The buffer this loop's datagram transports read into (made on first use; only the
+        loop's thread reads, one datagram at a time, and each is copied out)."""
+        if self._datagram_view is None:
+            self._datagram_view = _datagram.new_buffer()
+        return self._datagram_view
 
     def _make_ssl_transport(
         self,

@@ -1,0 +1,195 @@
+"""Datagram endpoints on every loop: the same datagrams, addresses, errors and order as asyncio.
+
+turboloop's datagram transport is asyncio's, reading into a reusable buffer of the loop's
+(python/turboloop/_datagram.py); these tests pin what that must not change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import pytest
+
+import turboloop
+
+
+class Collector(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: list[tuple[bytes, object]] = []
+        self.errors: list[Exception] = []
+        self.arrived = asyncio.Event()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        self.received.append((data, addr))
+        self.arrived.set()
+
+    def error_received(self, exc):
+        self.errors.append(exc)
+        self.arrived.set()
+
+
+async def wait_for(protocol: Collector, count: int) -> None:
+    async with asyncio.timeout(10):
+        while len(protocol.received) + len(protocol.errors) < count:
+            protocol.arrived.clear()
+            await protocol.arrived.wait()
+
+
+def run(loop_factory, coro):
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(coro)
+
+
+@pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_sizes_order_and_addresses(loop_factory, family, host):
+    if family == socket.AF_INET6 and not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    # Sizes around the buffer's edges, up to the largest UDP datagram over loopback.
+    # (asyncio does not send empty datagrams.)
+    sizes = [1, 1500, 65507 if family == socket.AF_INET else 65527, 7, 4096]
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        server_t, server = await loop.create_datagram_endpoint(Collector, local_addr=(host, 0), family=family)
+        client_t, client = await loop.create_datagram_endpoint(
+            Collector, remote_addr=server_t.get_extra_info("sockname")[:2], family=family
+        )
+        payloads = [os.urandom(size) for size in sizes]
+        for count, payload in enumerate(payloads, 1):
+            client_t.sendto(payload)
+            await wait_for(server, count)  # one at a time: a full receive buffer drops datagrams
+        assert [data for data, _ in server.received] == payloads
+        assert {addr for _, addr in server.received} == {client_t.get_extra_info("sockname")}
+        # Echo one back, addressed explicitly.
+        server_t.sendto(b"back", server.received[0][1])
+        await wait_for(client, 1)
+        assert client.received == [(b"back", server_t.get_extra_info("sockname"))]
+        client_t.close()
+        server_t.close()
+
+    run(loop_factory, main())
+
+
+@pytest.mark.uvloop_xfail("uvloop's create_datagram_endpoint takes no AF_UNIX path")
+def test_unix_datagram_addresses(loop_factory, tmp_path):
+    async def main():
+        loop = asyncio.get_running_loop()
+        server_path = str(tmp_path / "server.sock")
+        client_path = str(tmp_path / "client.sock")
+        server_t, server = await loop.create_datagram_endpoint(
+            Collector, local_addr=server_path, family=socket.AF_UNIX
+        )
+        client_t, client = await loop.create_datagram_endpoint(
+            Collector, local_addr=client_path, remote_addr=server_path, family=socket.AF_UNIX
+        )
+        client_t.sendto(b"hello")
+        await wait_for(server, 1)
+        assert server.received == [(b"hello", client_path)]
+        server_t.sendto(b"there", client_path)
+        await wait_for(client, 1)
+        assert client.received == [(b"there", server_path)]
+        client_t.close()
+        server_t.close()
+
+    run(loop_factory, main())
+
+
+def test_refused_goes_to_error_received(loop_factory):
+    async def main():
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            closed_port = probe.getsockname()[1]
+        transport, protocol = await loop.create_datagram_endpoint(Collector, remote_addr=("127.0.0.1", closed_port))
+        transport.sendto(b"anyone?")
+        await wait_for(protocol, 1)
+        assert [type(e) for e in protocol.errors] == [ConnectionRefusedError]
+        assert protocol.received == []
+        transport.close()
+
+    run(loop_factory, main())
+
+
+def test_closing_inside_datagram_received_stops_delivery(loop_factory):
+    class CloseOnFirst(Collector):
+        def datagram_received(self, data, addr):
+            super().datagram_received(data, addr)
+            self.transport.close()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        server_t, server = await loop.create_datagram_endpoint(CloseOnFirst, local_addr=("127.0.0.1", 0))
+        client_t, _ = await loop.create_datagram_endpoint(
+            Collector, remote_addr=server_t.get_extra_info("sockname")
+        )
+        for i in range(5):
+            client_t.sendto(b"%d" % i)
+        await wait_for(server, 1)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert [data for data, _ in server.received] == [b"0"]
+        assert server_t.is_closing()
+        client_t.close()
+
+    run(loop_factory, main())
+
+
+def test_a_changed_max_size_is_honoured(loop_factory, loop_name):
+    if loop_name == "uvloop":
+        pytest.skip("max_size is an attribute of asyncio's own transport; uvloop's has no such limit")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        server_t, server = await loop.create_datagram_endpoint(Collector, local_addr=("127.0.0.1", 0))
+        server_t.max_size = 10  # asyncio reads recvfrom(max_size): longer datagrams are cut
+        client_t, _ = await loop.create_datagram_endpoint(
+            Collector, remote_addr=server_t.get_extra_info("sockname")
+        )
+        client_t.sendto(b"0123456789abcdef")
+        await wait_for(server, 1)
+        assert [data for data, _ in server.received] == [b"0123456789"]
+        client_t.close()
+        server_t.close()
+
+    run(loop_factory, main())
+
+
+def test_callback_order_matches_asyncio():
+    """One datagram per readiness event: a callback scheduled by datagram_received runs before
+    the next datagram is delivered, as on asyncio."""
+
+    def order(loop_factory):
+        events: list[str] = []
+
+        class Recorder(Collector):
+            def datagram_received(self, data, addr):
+                super().datagram_received(data, addr)
+                events.append(data.decode())
+                asyncio.get_running_loop().call_soon(events.append, "after " + data.decode())
+
+        async def main():
+            loop = asyncio.get_running_loop()
+            server_t, server = await loop.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0))
+            client_t, _ = await loop.create_datagram_endpoint(
+                Collector, remote_addr=server_t.get_extra_info("sockname")
+            )
+            for i in range(3):
+                client_t.sendto(b"%d" % i)
+            await asyncio.sleep(0.1)  # all three are waiting in the socket before the loop reads
+            await wait_for(server, 3)
+            await asyncio.sleep(0)
+            client_t.close()
+            server_t.close()
+
+        run(loop_factory, main())
+        return events
+
+    expected = order(asyncio.new_event_loop)
+    assert expected == ["0", "after 0", "1", "after 1", "2", "after 2"]
+    assert order(turboloop.new_event_loop) == expected
