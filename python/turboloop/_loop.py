@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
+import io
+import os
 import selectors
 import signal
 import socket
@@ -17,7 +19,7 @@ import sys
 import threading
 import warnings
 import weakref
-from asyncio import base_events, coroutines, events, sslproto
+from asyncio import base_events, coroutines, events, exceptions, sslproto
 from asyncio.base_events import _format_handle  # type: ignore[attr-defined]
 from asyncio.log import logger
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, TypeVarTuple, Unpack
@@ -265,6 +267,23 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
         if isinstance(result, bytes):
             return result
         return await result
+
+    async def _sock_sendfile_native(self, sock: socket.socket, file: Any, offset: int, count: int | None) -> int:
+        """sock_sendfile's zero-copy path (and so loop.sendfile's on our transports): asyncio's
+        checks, then sendfile(2) driven natively until the count, the end of the file or an error."""
+        try:
+            fileno = file.fileno()
+        except (AttributeError, io.UnsupportedOperation) as err:
+            raise exceptions.SendfileNotAvailableError("not a regular file") from err
+        try:
+            fsize = os.fstat(fileno).st_size
+        except OSError as err:
+            raise exceptions.SendfileNotAvailableError("not a regular file") from err
+        blocksize = count if count else fsize
+        if not blocksize:
+            return 0  # empty file
+        result: int = await self._sock_sendfile_start(sock, fileno, offset, count or 0, blocksize)
+        return result
 
     # -- transports ----------------------------------------------------------------------------
 
