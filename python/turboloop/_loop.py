@@ -19,13 +19,14 @@ import sys
 import threading
 import warnings
 import weakref
-from asyncio import base_events, coroutines, events, exceptions, sslproto
+from asyncio import base_events, coroutines, events, exceptions
 from asyncio.base_events import _format_handle  # type: ignore[attr-defined]
 from asyncio.log import logger
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, TypeVarTuple, Unpack
 
 from turboloop import _watchdog
 from turboloop._executor import ThreadPoolExecutor
+from turboloop._sslproto import SSLProtocol
 from turboloop._transport import SocketTransport
 from turboloop._turboloop import LoopCore
 
@@ -305,10 +306,9 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
         server: Any = None,
         **timeouts: Any,
     ) -> Any:
-        # As the selector loop's, on turboloop's socket transport.
-        ssl_protocol = sslproto.SSLProtocol(
-            self, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts
-        )
+        # As the selector loop's, on turboloop's socket transport, with turboloop's SSLProtocol
+        # (asyncio's with a cheaper read loop).
+        ssl_protocol = SSLProtocol(self, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts)
         SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
         return ssl_protocol._app_transport
 
