@@ -37,7 +37,7 @@ class SSLProtocol(sslproto.SSLProtocol):
                 chunks.append(chunk)
                 if not incoming.pending and not sslobj.pending():
                     break  # nothing left to decrypt: another read would raise SSLWantReadError
-        except sslproto.SSLAgainErrors:  # type: ignore[attr-defined]
+        except sslproto.SSLAgainErrors:
             pass
         if len(chunks) == 1:
             self._app_protocol.data_received(chunks[0])
@@ -46,4 +46,4 @@ class SSLProtocol(sslproto.SSLProtocol):
         if not chunk:
             # close_notify
             self._call_eof_received()  # type: ignore[attr-defined]
-            self._start_shutdown()  # type: ignore[attr-defined]
+            self._start_shutdown()
