@@ -5,8 +5,11 @@
  *                                         connection, read until EOF, print one JSON line;
  *                                         without --checksum the kernel discards the bytes
  *                                         (recv with MSG_TRUNC: counted, never copied)
- *   sendfile_c send --port P --file F     connect, sendfile(2) the whole file on a blocking
- *                                         socket, print one JSON line
+ *   sendfile_c send --port P --file F [--epoll 1]
+ *                                         connect, sendfile(2) the whole file on a blocking
+ *                                         socket (or, with --epoll 1, on a non-blocking one,
+ *                                         waiting in epoll_wait for EPOLLOUT after each
+ *                                         EAGAIN, as an event loop does), print one JSON line
  *   sendfile_c sum --file F               print the checksum --checksum would compute for F
  *
  * The receiver's clock starts at the first byte and stops at EOF, so connection set-up and
@@ -27,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sendfile.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -152,7 +156,7 @@ static int do_recv(int checksum) {
     return 0;
 }
 
-static int do_send(int port, const char *path) {
+static int do_send(int port, const char *path, int use_epoll) {
     int fd = open(path, O_RDONLY);
     if (fd < 0)
         die("open");
@@ -168,6 +172,14 @@ static int do_send(int port, const char *path) {
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(sock, (struct sockaddr *)&addr, sizeof addr) < 0)
         die("connect");
+    int ep = -1;
+    if (use_epoll) {
+        fcntl(sock, F_SETFL, fcntl(sock, F_GETFL) | O_NONBLOCK);
+        ep = epoll_create1(0);
+        struct epoll_event ev = {.events = EPOLLOUT, .data.fd = sock};
+        if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, sock, &ev) < 0)
+            die("epoll");
+    }
     double t0 = now(CLOCK_MONOTONIC), cpu0 = now(CLOCK_PROCESS_CPUTIME_ID);
     off_t offset = 0;
     while (offset < st.st_size) {
@@ -175,6 +187,12 @@ static int do_send(int port, const char *path) {
         if (n < 0) {
             if (errno == EINTR)
                 continue;
+            if (errno == EAGAIN && use_epoll) {
+                struct epoll_event ev;
+                if (epoll_wait(ep, &ev, 1, -1) < 0 && errno != EINTR)
+                    die("epoll_wait");
+                continue;
+            }
             die("sendfile");
         }
         if (n == 0)
@@ -230,7 +248,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "sendfile_c: --port is required\n");
             return 2;
         }
-        return do_send(atoi(port), file);
+        const char *mode = arg(argc, argv, "--epoll");
+        return do_send(atoi(port), file, mode && atoi(mode));
     }
     if (strcmp(argv[1], "sum") == 0)
         return do_sum(file);
