@@ -452,7 +452,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         probe_main(args.probe)
         return 0
     if args.server:
-        server_main(*args.server, tls_files=args.tls_files)
+        server_main(args.server[0], args.server[1], tls_files=args.tls_files)
         return 0
 
     impls = [x.strip() for x in args.loops.split(",") if x.strip()]

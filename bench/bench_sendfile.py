@@ -148,7 +148,7 @@ def measure(native: str, sender_cmd: List[str], size: int,
             if proc.returncode != 0 or not proc.stdout.strip():
                 tail = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
                 return {"error": f"sender: {tail}"}
-            sender = json.loads(proc.stdout.strip().splitlines()[-1])
+            sender: Dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
             if "unsupported" in sender:
                 return sender
             try:
