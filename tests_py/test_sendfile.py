@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import shutil
 import socket
 import struct
 import tempfile
@@ -391,3 +392,66 @@ def test_turboloop_sends_natively(loop, loop_name, data_file, payload, monkeypat
         return sent, bytes(receiver.data)
 
     assert run(loop, main()) == (2_000_000, payload[:2_000_000])
+
+
+def test_sendfile_over_tls_uses_the_fallback(sendfile_loop, data_file, payload):
+    """A TLS transport cannot sendfile(2): asyncio's fallback reads and writes through
+    SSLProtocol; every byte arrives, and the position is updated as by the native path."""
+    trustme = pytest.importorskip("trustme")
+    import ssl
+
+    loop = sendfile_loop
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+
+    async def main():
+        accepted = loop.create_future()
+
+        def factory():
+            proto = Collector(loop)
+            accepted.set_result(proto)
+            return proto
+
+        server = await loop.create_server(factory, "127.0.0.1", 0, ssl=server_ctx)
+        transport, _ = await loop.create_connection(
+            asyncio.Protocol, *server.sockets[0].getsockname(), ssl=client_ctx, server_hostname="127.0.0.1"
+        )
+        receiver = await asyncio.wait_for(accepted, 5)
+        with pytest.raises(RuntimeError, match="fallback is disabled"):
+            await loop.sendfile(transport, data_file, fallback=False)
+        sent = await loop.sendfile(transport, data_file, 100, 1_000_000)
+        position = data_file.tell()
+        await close_pair(server, transport, receiver)
+        return sent, position, bytes(receiver.data)
+
+    assert run(loop, main()) == (1_000_000, 1_000_100, payload[100:1_000_100])
+
+
+def test_sendfile_over_unix_socket(sendfile_loop, data_file, payload):
+    loop = sendfile_loop
+    directory = tempfile.mkdtemp(prefix="tl", dir="/tmp")
+    path = os.path.join(directory, "s")
+
+    async def main():
+        accepted = loop.create_future()
+
+        def factory():
+            proto = Collector(loop)
+            accepted.set_result(proto)
+            return proto
+
+        server = await loop.create_unix_server(factory, path)
+        transport, _ = await loop.create_unix_connection(asyncio.Protocol, path)
+        receiver = await asyncio.wait_for(accepted, 5)
+        sent = await loop.sendfile(transport, data_file, 10)
+        position = data_file.tell()
+        await close_pair(server, transport, receiver)
+        return sent, position, bytes(receiver.data)
+
+    try:
+        assert run(loop, main()) == (SIZE - 10, SIZE, payload[10:])
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
