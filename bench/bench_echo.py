@@ -23,6 +23,10 @@ Usage::
     python bench/bench_echo.py                  # full run (about 5 minutes on 2 cores)
     python bench/bench_echo.py --quick          # smoke run (under a minute)
     python bench/bench_echo.py --styles protocol --sizes 1024 --conns 10 --json out.json
+    python bench/bench_echo.py --tls            # TLS echo: protocol and streams, 1 and 100 KiB
+
+With ``--tls`` the servers get ``ssl=`` an SSLContext over a self-signed certificate made at
+run time (``trustme``), the client is built with OpenSSL, and the C server (no TLS) sits out.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import select
 import shlex
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -56,6 +61,8 @@ LOOPS: List[str] = ["asyncio", "uvloop", "turboloop"]
 C_SERVER = "c_uv"                      # the libuv C++ server, one more column
 STYLES: List[str] = ["protocol", "streams", "sock"]
 SIZES: List[int] = [1024, 10 * 1024, 100 * 1024]
+TLS_STYLES: List[str] = ["protocol", "streams"]   # sock_* has no TLS
+TLS_SIZES: List[int] = [1024, 100 * 1024]
 CONNS: List[int] = [10, 100]
 
 DURATION = 1.0        # measured window per run, seconds (3 runs -> median)
@@ -147,13 +154,15 @@ async def sock_accept_loop(loop: asyncio.AbstractEventLoop, listener: socket.soc
 
 
 async def start_server(loop: asyncio.AbstractEventLoop, style: str,
-                       keep: List[Any]) -> int:
+                       keep: List[Any], sslctx: Optional[ssl.SSLContext] = None) -> int:
     """Start a ``style`` echo server on 127.0.0.1, port 0; return the port."""
     if style == "protocol":
-        server = await loop.create_server(EchoProtocol, "127.0.0.1", 0, backlog=BACKLOG)
+        server = await loop.create_server(EchoProtocol, "127.0.0.1", 0, backlog=BACKLOG,
+                                          ssl=sslctx)
     elif style == "streams":
-        server = await asyncio.start_server(streams_handler, "127.0.0.1", 0, backlog=BACKLOG)
-    elif style == "sock":
+        server = await asyncio.start_server(streams_handler, "127.0.0.1", 0, backlog=BACKLOG,
+                                            ssl=sslctx)
+    elif style == "sock" and sslctx is None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", 0))
@@ -168,14 +177,18 @@ async def start_server(loop: asyncio.AbstractEventLoop, style: str,
     return int(server.sockets[0].getsockname()[1])
 
 
-def server_main(loop_name: str, style: str) -> None:
+def server_main(loop_name: str, style: str, tls_files: Optional[List[str]] = None) -> None:
     """Entry point of a ``--server`` subprocess: print the port, then serve until killed."""
+    sslctx = None
+    if tls_files:
+        sslctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        sslctx.load_cert_chain(*tls_files)
     loop = make_loop(loop_name)
     asyncio.set_event_loop(loop)
     loop.set_exception_handler(
         lambda _loop, ctx: report_error(f"{ctx.get('message')}: {ctx.get('exception')!r}"))
     keep: List[Any] = []
-    port = loop.run_until_complete(start_server(loop, style, keep))
+    port = loop.run_until_complete(start_server(loop, style, keep, sslctx))
     print(json.dumps({"port": port}), flush=True)
     loop.run_forever()  # the parent ends us with SIGTERM
 
@@ -217,8 +230,26 @@ def build(src: str, compiler: str, flags: List[str], libs: List[str]) -> str:
     return binary
 
 
-def build_client() -> str:
-    return build(CLIENT_SRC, os.environ.get("CC", "cc"), [], [])
+def build_client(tls: bool = False) -> str:
+    if not tls:
+        return build(CLIENT_SRC, os.environ.get("CC", "cc"), [], [])
+    proc = subprocess.run(["pkg-config", "--cflags", "--libs", "openssl"],
+                          capture_output=True, text=True)
+    libs = proc.stdout.split() if proc.returncode == 0 else ["-lssl", "-lcrypto"]
+    return build(CLIENT_SRC, os.environ.get("CC", "cc"), ["-DECHO_TLS"], libs)
+
+
+def make_tls_files(directory: str) -> List[str]:
+    """A self-signed CA and a server certificate for 127.0.0.1: [cert chain PEM, key PEM]."""
+    import trustme  # only --tls needs it
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    chain = os.path.join(directory, "server-chain.pem")
+    key = os.path.join(directory, "server-key.pem")
+    cert.private_key_and_cert_chain_pem.write_to_path(chain)
+    cert.private_key_pem.write_to_path(key)
+    return [chain, key]
 
 
 def build_c_server() -> str:
@@ -281,7 +312,7 @@ def _stop(proc: "subprocess.Popen[str]") -> None:
 
 
 def measure(server_cmd: List[str], client: str, size: int, conns: int,
-            duration: float, warmup: float) -> Dict[str, Any]:
+            duration: float, warmup: float, tls: bool = False) -> Dict[str, Any]:
     """Start a server, run the client against it once; return its JSON or {"error": ...}."""
     with tempfile.TemporaryFile("w+") as err_file:
         # stderr to a file, so a chatty server can never block on a full pipe.
@@ -301,7 +332,7 @@ def measure(server_cmd: List[str], client: str, size: int, conns: int,
             port = json.loads(line)["port"]
             cmd = [client, "--port", str(port), "--conns", str(conns), "--size", str(size),
                    "--duration", str(duration), "--warmup", str(warmup),
-                   "--pid", str(server.pid)]
+                   "--pid", str(server.pid)] + (["--tls", "1"] if tls else [])
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True,
                                       timeout=warmup + duration + CLIENT_GRACE)
@@ -393,10 +424,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help=f"{QUICK_DURATION} s windows, 1 repeat: smoke run")
     parser.add_argument("--loops", default=",".join(LOOPS + [C_SERVER]),
                         help="comma-separated servers to run (default: %(default)s)")
-    parser.add_argument("--styles", default=",".join(STYLES),
-                        help="comma-separated Python server styles (default: %(default)s)")
-    parser.add_argument("--sizes", type=int_list, default=SIZES,
-                        help="comma-separated message sizes in bytes (default: 1024,10240,102400)")
+    parser.add_argument("--styles", default=None,
+                        help="comma-separated Python server styles (default: "
+                             f"{','.join(STYLES)}; {','.join(TLS_STYLES)} with --tls)")
+    parser.add_argument("--sizes", type=int_list, default=None,
+                        help="comma-separated message sizes in bytes (default: 1024,10240,102400;"
+                             " 1024,102400 with --tls)")
+    parser.add_argument("--tls", action="store_true",
+                        help="TLS echo: servers get ssl=, the client speaks TLS (OpenSSL)")
     parser.add_argument("--conns", type=int_list, default=CONNS,
                         help="comma-separated connection counts (default: 10,100)")
     parser.add_argument("--duration", type=float, default=None,
@@ -409,6 +444,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                              "or 1 with --quick)")
     parser.add_argument("--json", metavar="FILE", help="also write all results/samples to FILE")
     parser.add_argument("--server", nargs=2, metavar=("LOOP", "STYLE"), help=argparse.SUPPRESS)
+    parser.add_argument("--tls-files", nargs=2, metavar=("CHAIN", "KEY"), help=argparse.SUPPRESS)
     parser.add_argument("--probe", metavar="LOOP", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -416,32 +452,41 @@ def main(argv: Optional[List[str]] = None) -> int:
         probe_main(args.probe)
         return 0
     if args.server:
-        server_main(*args.server)
+        server_main(args.server[0], args.server[1], tls_files=args.tls_files)
         return 0
 
     impls = [x.strip() for x in args.loops.split(",") if x.strip()]
+    if args.styles is None:
+        args.styles = ",".join(TLS_STYLES if args.tls else STYLES)
+    if args.sizes is None:
+        args.sizes = TLS_SIZES if args.tls else SIZES
     styles = [x.strip() for x in args.styles.split(",") if x.strip()]
     for name in impls:
         if name not in LOOPS + [C_SERVER]:
             parser.error(f"unknown server {name!r}; choose from {LOOPS + [C_SERVER]}")
     for style in styles:
-        if style not in STYLES:
-            parser.error(f"unknown style {style!r}; choose from {STYLES}")
+        if style not in (TLS_STYLES if args.tls else STYLES):
+            parser.error(f"unknown style {style!r}; choose from "
+                         f"{TLS_STYLES if args.tls else STYLES}")
     duration = args.duration or (QUICK_DURATION if args.quick else DURATION)
     warmup = args.warmup if args.warmup is not None else (
         QUICK_WARMUP if args.quick else WARMUP)
     repeats = args.repeats or (1 if args.quick else REPEATS)
 
     try:
-        client = build_client()
+        client = build_client(args.tls)
     except (RuntimeError, OSError) as exc:
         print(f"cannot build the echo client: {exc}", file=sys.stderr)
         return 1
+    tls_dir = tempfile.TemporaryDirectory(prefix="turboloop-echo-tls-")
+    tls_args = ["--tls-files", *make_tls_files(tls_dir.name)] if args.tls else []
     info: Dict[str, Dict[str, Any]] = {
         name: {"ok": False, "error": "not selected"} for name in LOOPS + [C_SERVER]}
     c_server = ""
     for name in impls:
-        if name == C_SERVER:
+        if name == C_SERVER and args.tls:
+            info[name] = {"ok": False, "error": "the C server has no TLS"}
+        elif name == C_SERVER:
             try:
                 c_server = build_c_server()
                 info[name] = {"ok": True, "version": f"libuv {libuv_version()}"}
@@ -463,7 +508,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"stat:    median of {repeats} run(s) of {duration:g} s (after {warmup:g} s warm-up), "
           "each against a fresh server subprocess; servers interleaved")
     print(f"cases:   styles={','.join(styles)} sizes={','.join(map(str, args.sizes))} "
-          f"conns={','.join(map(str, args.conns))}")
+          f"conns={','.join(map(str, args.conns))}" + (" over TLS (OpenSSL client)"
+                                                       if args.tls else ""))
     print(flush=True)
 
     available = [name for name in impls if info[name]["ok"]]
@@ -493,8 +539,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 if errs:
                     continue  # don't keep re-running a broken combination
                 cmd = ([c_server] if name == C_SERVER else
-                       [sys.executable, os.path.abspath(__file__), "--server", name, case[0]])
-                res = measure(cmd, client, case[1], case[2], duration, warmup)
+                       [sys.executable, os.path.abspath(__file__), "--server", name, case[0],
+                        *tls_args])
+                res = measure(cmd, client, case[1], case[2], duration, warmup, args.tls)
                 label = f"  [{rep + 1}/{repeats}] {case[0]:8} {fmt_size(case[1]):>7} " \
                         f"x{case[2]:<3} {name:9}"
                 if "error" in res:
@@ -508,6 +555,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                       f"  client {res['client_cpu_s'] / res['requests'] * 1e6:5.1f} us/req",
                       flush=True)
     elapsed = time.perf_counter() - t_start
+    tls_dir.cleanup()
 
     results: Dict[str, Dict[str, Any]] = {}
     for key, per_impl in samples.items():
@@ -555,6 +603,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "duration_s": duration,
             "warmup_s": warmup,
             "quick": args.quick,
+            "tls": args.tls,
             "servers": info,
             "results": results,
         }

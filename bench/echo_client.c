@@ -12,6 +12,11 @@
  *
  * Single thread, non-blocking sockets, level-triggered epoll: the client should take as
  * little CPU as possible, since on a 2-core machine it competes with the server.
+ *
+ * Built with -DECHO_TLS (and -lssl -lcrypto), it takes --tls 1 and then speaks TLS through
+ * OpenSSL: a blocking handshake per connection before the warm-up (no certificate check; the
+ * handshake is not measured), then SSL_write/SSL_read on the same non-blocking sockets, and a
+ * close_notify before closing.
  * Exit status 0 on success; on any error a message goes to stderr and the status is 1.
  */
 #ifndef _GNU_SOURCE
@@ -32,6 +37,10 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef ECHO_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#endif
 
 #define PATTERN_SLACK 257        /* requests start at varying offsets of one pattern */
 #define SCRATCH_SIZE (256 * 1024)
@@ -61,12 +70,54 @@ typedef struct {
     int want_out;          /* EPOLLOUT registered: avoid re-issuing epoll_ctl */
     int64_t started_ns;
     uint64_t window_requests;
+#ifdef ECHO_TLS
+    SSL *ssl;              /* NULL without --tls */
+#endif
 } conn_t;
 
 static histogram_t hist;
 static unsigned char *pattern;
 static unsigned char scratch[SCRATCH_SIZE];
 static size_t msg_size;
+
+static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+
+#ifdef ECHO_TLS
+static SSL_CTX *tls_ctx;  /* NULL without --tls */
+
+static const char *tls_error(void) {
+    static char buf[256];
+    unsigned long e = ERR_get_error();
+    if (!e)
+        return strerror(errno);
+    ERR_error_string_n(e, buf, sizeof buf);
+    return buf;
+}
+#endif
+
+/* One send or recv on a connection, plain or TLS, with the socket calls' conventions: the
+ * byte count, 0 for EOF (recv only), or -1 with errno set (EAGAIN: try again when the socket
+ * is readable (*want_out == 0) or writable (*want_out == 1)). */
+static ssize_t conn_io(conn_t *c, int writing, void *buf, size_t len, int *want_out) {
+    *want_out = writing;
+#ifdef ECHO_TLS
+    if (c->ssl) {
+        int n = writing ? SSL_write(c->ssl, buf, (int)len) : SSL_read(c->ssl, buf, (int)len);
+        if (n > 0)
+            return n;
+        int err = SSL_get_error(c->ssl, n);
+        if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+            *want_out = err == SSL_ERROR_WANT_WRITE;
+            errno = EAGAIN;
+            return -1;
+        }
+        if (err == SSL_ERROR_ZERO_RETURN && !writing)
+            return 0;
+        die("TLS %s on connection %d: %s", writing ? "write" : "read", c->index, tls_error());
+    }
+#endif
+    return writing ? send(c->fd, buf, len, MSG_NOSIGNAL) : recv(c->fd, buf, len, 0);
+}
 
 static void die(const char *fmt, ...) {
     va_list ap;
@@ -163,8 +214,9 @@ static void set_out_interest(int ep, conn_t *c, int want) {
 }
 
 static void try_send(int ep, conn_t *c) {
+    int want_out = 0;
     while (c->sent < msg_size) {
-        ssize_t n = send(c->fd, c->payload + c->sent, msg_size - c->sent, MSG_NOSIGNAL);
+        ssize_t n = conn_io(c, 1, (void *)(c->payload + c->sent), msg_size - c->sent, &want_out);
         if (n > 0) {
             c->sent += (size_t)n;
         } else if (n < 0 && errno == EINTR) {
@@ -175,7 +227,7 @@ static void try_send(int ep, conn_t *c) {
             die("send on connection %d: %s", c->index, strerror(errno));
         }
     }
-    set_out_interest(ep, c, c->sent < msg_size);
+    set_out_interest(ep, c, c->sent < msg_size && want_out);
 }
 
 static void start_request(int ep, conn_t *c) {
@@ -190,8 +242,9 @@ static void start_request(int ep, conn_t *c) {
 
 /* Reads what has arrived; returns 1 when the current request's S bytes are all back. */
 static int try_recv(conn_t *c) {
+    int want_out;
     if (!c->in_flight) {  /* idle while draining: the server must stay silent */
-        ssize_t n = recv(c->fd, scratch, 1, 0);
+        ssize_t n = conn_io(c, 0, scratch, 1, &want_out);
         if (n > 0)
             die("connection %d: server sent bytes nobody asked for", c->index);
         if (n == 0)
@@ -202,7 +255,7 @@ static int try_recv(conn_t *c) {
         size_t want = msg_size - c->received;  /* never read into the next request */
         if (want > SCRATCH_SIZE)
             want = SCRATCH_SIZE;
-        ssize_t n = recv(c->fd, scratch, want, 0);
+        ssize_t n = conn_io(c, 0, scratch, want, &want_out);
         if (n > 0) {
             if (memcmp(scratch, c->payload + c->received, (size_t)n) != 0)
                 die("connection %d: echoed bytes differ from the bytes sent "
@@ -234,7 +287,6 @@ static int connect_one(const char *host, int port) {
         die("connect to %s:%d: %s", host, port, strerror(errno));
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  /* small requests: no Nagle */
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     return fd;
 }
 
@@ -260,6 +312,21 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--duration")) duration = arg_double(k, v);
         else if (!strcmp(k, "--warmup")) warmup = arg_double(k, v);
         else if (!strcmp(k, "--pid")) server_pid = (int)arg_double(k, v);
+#ifdef ECHO_TLS
+        else if (!strcmp(k, "--tls")) {
+            if (arg_double(k, v) != 0 && !tls_ctx) {
+                tls_ctx = SSL_CTX_new(TLS_client_method());
+                if (!tls_ctx)
+                    die("SSL_CTX_new: %s", tls_error());
+                SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
+                SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+                /* Read whole segments, not a record header then its body: fewer recv calls.
+                 * Safe here: the server never sends more than the request being read. */
+                SSL_CTX_set_read_ahead(tls_ctx, 1);
+            }
+        }
+#endif
         else die("unknown option %s", k);
     }
     if (argc % 2 == 0)
@@ -286,6 +353,17 @@ int main(int argc, char **argv) {
     for (int i = 0; i < conns; i++) {
         cs[i].fd = connect_one(host, port);
         cs[i].index = i;
+#ifdef ECHO_TLS
+        if (tls_ctx) {
+            /* Handshake on the still-blocking socket: set-up, not part of the measurement. */
+            cs[i].ssl = SSL_new(tls_ctx);
+            if (!cs[i].ssl || !SSL_set_fd(cs[i].ssl, cs[i].fd))
+                die("SSL_new: %s", tls_error());
+            if (SSL_connect(cs[i].ssl) != 1)
+                die("TLS handshake on connection %d: %s", i, tls_error());
+        }
+#endif
+        fcntl(cs[i].fd, F_SETFL, fcntl(cs[i].fd, F_GETFL) | O_NONBLOCK);
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &cs[i]};
         if (epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev) < 0)
             die("epoll_ctl: %s", strerror(errno));
@@ -349,6 +427,10 @@ int main(int argc, char **argv) {
                 die("connection %d: socket error or hang-up", c->index);
             if (c->in_flight && (events[i].events & EPOLLOUT))
                 try_send(ep, c);
+#ifdef ECHO_TLS
+            else if (c->ssl && c->in_flight && c->sent < msg_size)
+                try_send(ep, c);  /* an SSL_write may wait for the socket to be readable */
+#endif
             if (events[i].events & EPOLLIN) {
                 if (!try_recv(c))
                     continue;
@@ -372,6 +454,12 @@ int main(int argc, char **argv) {
     for (int i = 0; i < conns; i++) {
         if (cs[i].window_requests < min_conn) min_conn = cs[i].window_requests;
         if (cs[i].window_requests > max_conn) max_conn = cs[i].window_requests;
+#ifdef ECHO_TLS
+        if (cs[i].ssl) {
+            SSL_shutdown(cs[i].ssl);  /* send close_notify; don't wait for the server's */
+            SSL_free(cs[i].ssl);
+        }
+#endif
         close(cs[i].fd);
     }
     double seconds = (double)(t1 - t0) / 1e9;

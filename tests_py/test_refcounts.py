@@ -185,6 +185,46 @@ def test_sock_recv_results(make_loop):
         right.close()
 
 
+def test_sock_sendfile_socket_and_loop(make_loop, tmp_path):
+    """sock_sendfile holds the socket and the loop while it waits (a native writer): done,
+    failed or cancelled, it lets go of both."""
+    loop = make_loop()
+    path = tmp_path / "payload"
+    path.write_bytes(bytes(range(256)) * 4096)  # 1 MiB: more than a socketpair holds
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    right.setblocking(False)
+    try:
+        with open(path, "rb") as fh:
+            before = refcounts(left, loop, fh)
+
+            async def drain(size):
+                got = 0
+                while got < size:
+                    got += len(await loop.sock_recv(right, 1 << 20))
+
+            async def main():
+                for _ in range(ROUNDS // 10):
+                    assert await loop.sock_sendfile(left, fh, 0, 100) == 100  # at once
+                    await drain(100)
+                    reading = asyncio.ensure_future(drain(1 << 20))
+                    assert await loop.sock_sendfile(left, fh) == 1 << 20  # waits for the writer
+                    await reading
+                for _ in range(ROUNDS // 10):
+                    sending = asyncio.ensure_future(loop.sock_sendfile(left, fh))
+                    await asyncio.sleep(0)
+                    sending.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await sending
+                    await asyncio.sleep(0)  # the done callback removes the writer
+
+            loop.run_until_complete(main())
+            assert refcounts(left, loop, fh) == before
+    finally:
+        left.close()
+        right.close()
+
+
 def test_run_in_executor_function_args_and_result(make_loop):
     loop = make_loop()
     arg, result = Marker(), Marker()

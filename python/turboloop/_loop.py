@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
+import io
+import os
 import selectors
 import signal
 import socket
@@ -17,13 +19,14 @@ import sys
 import threading
 import warnings
 import weakref
-from asyncio import base_events, coroutines, events, sslproto
+from asyncio import base_events, coroutines, events, exceptions
 from asyncio.base_events import _format_handle  # type: ignore[attr-defined]
 from asyncio.log import logger
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, TypeVarTuple, Unpack
 
 from turboloop import _datagram, _watchdog
 from turboloop._executor import ThreadPoolExecutor
+from turboloop._sslproto import SSLProtocol
 from turboloop._transport import SocketTransport
 from turboloop._turboloop import LoopCore
 
@@ -267,6 +270,23 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
             return result
         return await result
 
+    async def _sock_sendfile_native(self, sock: socket.socket, file: Any, offset: int, count: int | None) -> int:
+        """sock_sendfile's zero-copy path (and so loop.sendfile's on our transports): asyncio's
+        checks, then sendfile(2) driven natively until the count, the end of the file or an error."""
+        try:
+            fileno = file.fileno()
+        except (AttributeError, io.UnsupportedOperation) as err:
+            raise exceptions.SendfileNotAvailableError("not a regular file") from err
+        try:
+            fsize = os.fstat(fileno).st_size
+        except OSError as err:
+            raise exceptions.SendfileNotAvailableError("not a regular file") from err
+        blocksize = count if count else fsize
+        if not blocksize:
+            return 0  # empty file
+        result: int = await self._sock_sendfile_start(sock, fileno, offset, count or 0, blocksize)
+        return result
+
     # -- transports ----------------------------------------------------------------------------
 
     def _make_socket_transport(
@@ -299,10 +319,9 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
         server: Any = None,
         **timeouts: Any,
     ) -> Any:
-        # As the selector loop's, on turboloop's socket transport.
-        ssl_protocol = sslproto.SSLProtocol(
-            self, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts
-        )
+        # As the selector loop's, on turboloop's socket transport, with turboloop's SSLProtocol
+        # (asyncio's with a cheaper read loop).
+        ssl_protocol = SSLProtocol(self, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts)
         SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
         return ssl_protocol._app_transport
 

@@ -1,8 +1,9 @@
-// Non-blocking socket reads and writes as the transports and sock_* methods need them: errors as
-// negative errno values, EINTR retried, and one scratch buffer that reads land in before their
-// bytes are copied out.
+// Non-blocking socket reads, writes and sendfile as the transports and sock_* methods need them:
+// errors as negative errno values, EINTR retried, and one scratch buffer that reads land in before
+// their bytes are copied out.
 #pragma once
 
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -41,6 +42,18 @@ inline ssize_t send_some(int fd, const void* bytes, std::size_t size) {
   } while (count < 0 && errno == EINTR);
   if (count >= 0) return count;
   return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+}
+
+// sendfile(): up to `size` bytes of `file` from `*offset` to the socket, advancing `*offset`
+// (the file's own position is left alone); the count (0 at the end of the file), or -errno; a
+// send that would block returns -EAGAIN.
+inline ssize_t send_file(int fd, int file, off_t* offset, std::size_t size) {
+  ssize_t count;
+  do {
+    count = sendfile(fd, file, offset, size);
+  } while (count < 0 && errno == EINTR);
+  if (count >= 0) return count;
+  return errno == EWOULDBLOCK ? -EAGAIN : -errno;
 }
 
 }  // namespace turboloop::core
