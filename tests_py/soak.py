@@ -395,7 +395,10 @@ class ServerCycle(Kind):
 
 
 class SockMethods(Kind):
-    description = "sock_sendall + sock_recv round trips over a TCP socket pair"
+    description = (
+        "sock_sendall + sock_recv round trips over a TCP socket pair: a client and an echo task, "
+        "each recv waiting for its data"
+    )
 
     async def setup(self) -> None:
         listener = socket.create_server(("127.0.0.1", 0))
@@ -405,18 +408,51 @@ class SockMethods(Kind):
         for sock in (self.a, self.b):
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.echo_task = asyncio.create_task(self.echo())
 
     async def recv_exactly(self, sock: socket.socket, n: int) -> bytes:
         data = await self.loop.sock_recv(sock, n)
-        if len(data) == n:
-            return data
-        parts = [data]
-        while n - len(data) > 0:
-            if not parts[-1]:
+        while len(data) < n:
+            more = await self.loop.sock_recv(sock, n - len(data))
+            if not more:
                 raise ConnectionError("EOF in a round trip")
-            parts.append(await self.loop.sock_recv(sock, n - sum(map(len, parts))))
-            data = b"".join(parts)
+            data += more
         return data
+
+    async def echo(self) -> None:
+        # Waits in sock_recv() before each message arrives: the native reader path.
+        loop, b = self.loop, self.b
+        while data := await loop.sock_recv(b, 65536):
+            await loop.sock_sendall(b, data)
+
+    async def run(self, n: int) -> None:
+        loop, a, message, size = self.loop, self.a, self.message, self.size
+        for _ in range(n):
+            await loop.sock_sendall(a, message)
+            # The echo task has not run yet: this sock_recv() waits too.
+            if await self.recv_exactly(a, size) != message:
+                raise AssertionError("the echo differs from the message")
+
+    async def teardown(self) -> None:
+        self.a.shutdown(socket.SHUT_WR)
+        await self.echo_task
+        self.a.close()
+        self.b.close()
+
+
+class SockReady(SockMethods):
+    description = (
+        "sock_sendall + sock_recv round trips over a TCP socket pair, each recv finding its data "
+        "already there (loopback delivers within send())"
+    )
+
+    async def setup(self) -> None:
+        await super().setup()
+        self.echo_task.cancel()
+        try:
+            await self.echo_task
+        except asyncio.CancelledError:
+            pass
 
     async def run(self, n: int) -> None:
         loop, a, b, message, size = self.loop, self.a, self.b, self.message, self.size
@@ -528,6 +564,7 @@ KINDS: dict[str, type[Kind]] = {
     "tcp_reset": TcpReset,
     "server_cycle": ServerCycle,
     "sock": SockMethods,
+    "sock_ready": SockReady,
     "subprocess": Subprocess,
     "subprocess_pipes": SubprocessPipes,
     "udp": Udp,
@@ -680,6 +717,7 @@ def main(argv: list[str] | None = None) -> int:
             soak(args.kind, args.ops, warmup, args.checkpoints, args.size, report, args.self_test_leak, args.self_test_leak_how)
         )
     summary, failures = verdict(result["rows"], args.ops)
+    gc.collect()
     end_fds = open_fds()
     if end_fds > start_fds:
         failures.append(f"{end_fds - start_fds} descriptors left open after the loop closed")
