@@ -468,6 +468,23 @@ class SockReady(SockMethods):
         self.b.close()
 
 
+class SockRecvCancelled(SockReady):
+    description = "sock_recv calls left waiting (nothing to read), then cancelled, as a timeout does"
+
+    async def run(self, n: int) -> None:
+        loop, b = self.loop, self.b
+        for _ in range(n):
+            task = loop.create_task(loop.sock_recv(b, 100))
+            await asyncio.sleep(0)  # the task starts and waits
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            else:
+                raise AssertionError("sock_recv() returned data nobody sent")
+
+
 class _Subprocess(Kind):
     pipes = False
 
@@ -565,6 +582,7 @@ KINDS: dict[str, type[Kind]] = {
     "server_cycle": ServerCycle,
     "sock": SockMethods,
     "sock_ready": SockReady,
+    "sock_recv_cancelled": SockRecvCancelled,
     "subprocess": Subprocess,
     "subprocess_pipes": SubprocessPipes,
     "udp": Udp,

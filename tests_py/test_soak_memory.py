@@ -36,6 +36,7 @@ COUNTS = {
     "unix_stream": (30_000, 3_000),
     "sock": (10_000, 1_000),
     "sock_ready": (50_000, 5_000),
+    "sock_recv_cancelled": (20_000, 2_000),
     "udp": (50_000, 5_000),
     "server_cycle": (20_000, 2_000),
     "tcp_connect": (10_000, 2_000),
