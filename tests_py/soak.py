@@ -197,6 +197,7 @@ class Kind:
     """Setup, operations and teardown of one kind; run() does n operations, all complete."""
 
     description = ""
+    default_size = 100
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
         self.loop = loop
@@ -255,6 +256,30 @@ class TcpProto(_ProtoPair):
 class UnixProto(_ProtoPair):
     description = "write + echo round trips over a Unix socket pair (protocols)"
     unix = True
+
+
+class TcpBulk(TcpProto):
+    description = (
+        "write + echo round trips of --size bytes (256 KiB unless given) over a TCP pair with 16 KiB "
+        "socket buffers and small write-buffer limits: writes that queue, pause and resume (protocols)"
+    )
+    default_size = 256 * 1024
+
+    async def setup(self) -> None:
+        await super().setup()
+        sock = self.transport.get_extra_info("socket")
+        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            sock.setsockopt(socket.SOL_SOCKET, option, 16 * 1024)
+        self.transport.set_write_buffer_limits(high=64 * 1024, low=16 * 1024)
+        self.notes["peak_write_buffer"] = 0
+        client, transport = self.client, self.transport
+        received = client.data_received
+
+        def data_received(data: bytes) -> None:
+            received(data)
+            self.notes["peak_write_buffer"] = max(self.notes["peak_write_buffer"], transport.get_write_buffer_size())
+
+        client.data_received = data_received  # type: ignore[method-assign]
 
 
 class _StreamPair(Kind):
@@ -575,6 +600,7 @@ class Udp(Kind):
 KINDS: dict[str, type[Kind]] = {
     "tcp_proto": TcpProto,
     "tcp_stream": TcpStream,
+    "tcp_bulk": TcpBulk,
     "unix_proto": UnixProto,
     "unix_stream": UnixStream,
     "tcp_connect": TcpConnect,
@@ -704,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, help="warm-up operations (default: a tenth of --ops, 1,000 to 100,000)")
     parser.add_argument("--loop", default="turboloop", choices=("turboloop", "asyncio", "uvloop"))
     parser.add_argument("--checkpoints", type=int, default=10)
-    parser.add_argument("--size", type=int, default=100, help="message size in bytes (transports, sock_*, UDP)")
+    parser.add_argument("--size", type=int, help="message size in bytes (transports, sock_*, UDP; default 100, tcp_bulk 256 KiB)")
     parser.add_argument("--self-test-leak", type=int, default=0, metavar="BYTES",
                         help="leak BYTES bytes per operation, to see the check fail")
     parser.add_argument("--self-test-leak-how", choices=("python", "native"), default="python",
@@ -715,6 +741,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--ops must be at least --checkpoints, which must be at least 1")
     warmup = args.warmup if args.warmup is not None else min(100_000, max(1_000, args.ops // 10))
     factory = loop_factory(args.loop)
+    size = args.size if args.size is not None else KINDS[args.kind].default_size
 
     def report(row: dict[str, Any]) -> None:
         if args.json:
@@ -732,7 +759,7 @@ def main(argv: list[str] | None = None) -> int:
     start_fds = open_fds()
     with asyncio.Runner(loop_factory=factory) as runner:
         result = runner.run(
-            soak(args.kind, args.ops, warmup, args.checkpoints, args.size, report, args.self_test_leak, args.self_test_leak_how)
+            soak(args.kind, args.ops, warmup, args.checkpoints, size, report, args.self_test_leak, args.self_test_leak_how)
         )
     summary, failures = verdict(result["rows"], args.ops)
     gc.collect()

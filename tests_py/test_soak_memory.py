@@ -32,6 +32,7 @@ SOAK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "soak.py")
 COUNTS = {
     "tcp_proto": (50_000, 5_000),
     "tcp_stream": (30_000, 3_000),
+    "tcp_bulk": (2_000, 300),
     "unix_proto": (50_000, 5_000),
     "unix_stream": (30_000, 3_000),
     "sock": (10_000, 1_000),
