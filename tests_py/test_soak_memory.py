@@ -30,20 +30,20 @@ SOAK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "soak.py")
 # object per operation is 2,000 blocks against a bound of 1,020 and 100 native bytes per operation
 # 200,000 bytes of malloc against 73,536.
 COUNTS = {
-    "tcp_proto": (50_000, 5_000),
-    "tcp_stream": (30_000, 3_000),
+    "tcp_proto": (30_000, 3_000),
+    "tcp_stream": (20_000, 2_000),
     "tcp_bulk": (2_000, 300),
-    "unix_proto": (50_000, 5_000),
-    "unix_stream": (30_000, 3_000),
+    "unix_proto": (30_000, 3_000),
+    "unix_stream": (20_000, 2_000),
     "sock": (10_000, 1_000),
-    "sock_ready": (50_000, 5_000),
-    "sock_recv_cancelled": (20_000, 2_000),
-    "udp": (50_000, 5_000),
-    "server_cycle": (20_000, 2_000),
-    "tcp_connect": (10_000, 2_000),
-    "tcp_reset": (10_000, 2_000),
-    "subprocess": (2_000, 300),
-    "subprocess_pipes": (2_000, 300),
+    "sock_ready": (30_000, 3_000),
+    "sock_recv_cancelled": (10_000, 1_000),
+    "udp": (30_000, 3_000),
+    "server_cycle": (10_000, 1_000),
+    "tcp_connect": (5_000, 1_000),
+    "tcp_reset": (5_000, 1_000),
+    "subprocess": (2_000, 200),
+    "subprocess_pipes": (2_000, 200),
 }
 
 
