@@ -23,7 +23,8 @@ line at the end instead of the summary). The bounds, for N measured operations:
     fds: 0;  blocks and gc: 1,000 + N / 100;  malloc: 64 KiB + 4 bytes * N;  rss: 4 MiB + 16 bytes * N
 
 so that one object leaked per operation (N more blocks) or 100 native bytes per operation (100 * N
-more malloc) fails them from N = 1,100 on (test_soak_memory.py checks both with --self-test-leak),
+more malloc) fails them once N passes about 1,000 (test_soak_memory.py checks both with
+--self-test-leak),
 while the bounded noise of a healthy process (caches filling, a list's spare capacity, a few
 hundred blocks and a few KiB of malloc in practice) passes.
 """
