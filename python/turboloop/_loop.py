@@ -11,7 +11,6 @@ import asyncio
 import concurrent.futures
 import errno
 import io
-import os
 import selectors
 import signal
 import socket
@@ -19,7 +18,7 @@ import sys
 import threading
 import warnings
 import weakref
-from asyncio import base_events, coroutines, events, exceptions
+from asyncio import base_events, coroutines, events, exceptions, unix_events
 from asyncio.base_events import _format_handle  # type: ignore[attr-defined]
 from asyncio.log import logger
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, TypeVarTuple, Unpack
@@ -273,12 +272,18 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
     async def _sock_sendfile_native(self, sock: socket.socket, file: Any, offset: int, count: int | None) -> int:
         """sock_sendfile's zero-copy path (and so loop.sendfile's on our transports): asyncio's
         checks, then sendfile(2) driven natively until the count, the end of the file or an error."""
+        # asyncio's checks, on the `os` its unix_events module sees (which tests may replace).
+        unix_os: Any = unix_events.os  # type: ignore[attr-defined]
+        try:
+            unix_os.sendfile
+        except AttributeError:
+            raise exceptions.SendfileNotAvailableError("os.sendfile() is not available") from None
         try:
             fileno = file.fileno()
         except (AttributeError, io.UnsupportedOperation) as err:
             raise exceptions.SendfileNotAvailableError("not a regular file") from err
         try:
-            fsize = os.fstat(fileno).st_size
+            fsize = unix_os.fstat(fileno).st_size
         except OSError as err:
             raise exceptions.SendfileNotAvailableError("not a regular file") from err
         blocksize = count if count else fsize
