@@ -422,6 +422,49 @@ def test_server_handshake_timeout(loop, certs):
     assert handler_calls == []
 
 
+@pytest.mark.parametrize("api", ["protocol", "stream"])
+def test_shutdown_timeout(loop, certs, api):
+    """The client closes a TLS connection whose server never answers the close_notify (nor
+    closes): after ``ssl_shutdown_timeout`` the client aborts the connection."""
+    raw_ctx = certs.raw_server_ctx()
+
+    async def scenario(loop):
+        lsock = await raw_listener(loop)
+        try:
+
+            async def server():
+                conn, _ = await loop.sock_accept(lsock)
+                with conn:
+                    tls = RawTLS(loop, conn, raw_ctx, server_side=True)
+                    await tls.handshake()
+                    tls.incoming.write(await recv_until_eof(loop, conn))  # close_notify, then the end
+                    try:
+                        data = tls.obj.read()
+                    except ssl.SSLError as exc:
+                        return describe(exc)
+                    return "close_notify" if data == b"" else data
+
+            task = asyncio.ensure_future(server())
+            addr = lsock.getsockname()
+            kwargs = {"ssl": certs.client_ctx, "ssl_shutdown_timeout": HANDSHAKE_TIMEOUT}
+            if api == "protocol":
+                transport, proto = await loop.create_connection(lambda: Recorder(loop), *addr, **kwargs)
+                transport.close()
+                result = describe(await proto.lost)
+            else:
+                reader, writer = await asyncio.open_connection(*addr, **kwargs)
+                writer.close()
+                result = await outcome_of(writer.wait_closed())
+            return result, await task
+        finally:
+            lsock.close()
+
+    (result, server_got), handler_calls = compare(loop, scenario)
+    assert result == ("TimeoutError", "SSL shutdown timed out")
+    assert server_got == "close_notify"
+    assert handler_calls == []
+
+
 # ----------------------------------------------------------------------------------------------
 # The peer goes away mid-handshake
 # ----------------------------------------------------------------------------------------------
