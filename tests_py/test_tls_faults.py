@@ -268,6 +268,50 @@ class RawTLS:
         return self.outgoing.read()
 
 
+class Recorder(asyncio.Protocol):
+    """What the application protocol sees; ``first`` resolves with the first bytes received."""
+
+    def __init__(self, loop):
+        self.made = False
+        self.data = bytearray()
+        self.eof = False
+        self.transport = None
+        self.first = loop.create_future()
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.made = True
+        self.transport = transport
+
+    def data_received(self, data):
+        self.data += data
+        if not self.first.done():
+            self.first.set_result(bytes(data))
+
+    def eof_received(self):
+        self.eof = True
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+class BufferedRecorder(Recorder, asyncio.BufferedProtocol):
+    """The same, as a BufferedProtocol (SSLProtocol's other read path)."""
+
+    def __init__(self, loop):
+        super().__init__(loop)
+        self.buffer = bytearray(1000)
+
+    def get_buffer(self, sizehint):
+        return self.buffer
+
+    def buffer_updated(self, nbytes):
+        self.data_received(bytes(self.buffer[:nbytes]))
+
+
+RESET = ("ConnectionResetError", "[Errno 104] Connection reset by peer")
+
+
 # ----------------------------------------------------------------------------------------------
 # Certificate errors
 # ----------------------------------------------------------------------------------------------
@@ -400,11 +444,12 @@ def test_server_handshake_timeout(loop, certs):
     its ``ssl_handshake_timeout``, and the application never sees the connection."""
 
     async def scenario(loop):
-        made = []
+        made = loop.create_future()
 
         def factory():
-            made.append(1)
-            return asyncio.Protocol()
+            proto = Recorder(loop)
+            made.set_result(proto)
+            return proto
 
         server = await loop.create_server(
             factory, HOST, 0, ssl=certs.server_ctx, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
@@ -415,10 +460,11 @@ def test_server_handshake_timeout(loop, certs):
         finally:
             server.close()
             await server.wait_closed()
-        return got, len(made)
+        proto = await made
+        return got, proto.made, proto.lost.done()
 
-    (got, made), handler_calls = compare(loop, scenario)
-    assert got == ("no exception", b"")
+    outcome, handler_calls = compare(loop, scenario)
+    assert outcome == (("no exception", b""), False, False)
     assert handler_calls == []
 
 
@@ -503,49 +549,8 @@ def test_server_closes_mid_handshake(loop, certs, how):
             lsock.close()
 
     outcome, handler_calls = compare(loop, scenario)
-    assert outcome is not None and outcome[0] != "no exception"
+    assert outcome == (RESET if how.startswith("reset") else ("ConnectionResetError", ""))
     assert handler_calls == []
-
-
-class Recorder(asyncio.Protocol):
-    """What the application protocol sees; ``first`` resolves with the first bytes received."""
-
-    def __init__(self, loop):
-        self.made = False
-        self.data = bytearray()
-        self.eof = False
-        self.transport = None
-        self.first = loop.create_future()
-        self.lost = loop.create_future()
-
-    def connection_made(self, transport):
-        self.made = True
-        self.transport = transport
-
-    def data_received(self, data):
-        self.data += data
-        if not self.first.done():
-            self.first.set_result(bytes(data))
-
-    def eof_received(self):
-        self.eof = True
-
-    def connection_lost(self, exc):
-        self.lost.set_result(exc)
-
-
-class BufferedRecorder(Recorder, asyncio.BufferedProtocol):
-    """The same, as a BufferedProtocol (SSLProtocol's other read path)."""
-
-    def __init__(self, loop):
-        super().__init__(loop)
-        self.buffer = bytearray(1000)
-
-    def get_buffer(self, sizehint):
-        return self.buffer
-
-    def buffer_updated(self, nbytes):
-        self.data_received(bytes(self.buffer[:nbytes]))
 
 
 @pytest.mark.parametrize("how", ["close_before_hello", "half_client_hello", "reset_after_server_answer"])
@@ -594,7 +599,6 @@ def test_client_closes_mid_handshake(loop, certs, how):
 # The peer goes away mid-record
 # ----------------------------------------------------------------------------------------------
 
-RESET = ("ConnectionResetError", "[Errno 104] Connection reset by peer")
 PAYLOAD = bytes(range(256)) * 40  # 10,240 bytes: one record
 
 
