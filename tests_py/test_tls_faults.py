@@ -408,7 +408,8 @@ def test_hostname_mismatch(loop, certs, how, server_hostname, message):
 # ----------------------------------------------------------------------------------------------
 
 
-def test_client_handshake_timeout(loop, certs):
+@pytest.mark.parametrize("how", ["create_connection", "open_connection", "start_tls"])
+def test_client_handshake_timeout(loop, certs, how):
     """The server reads the ClientHello and never answers."""
 
     async def scenario(loop):
@@ -422,14 +423,18 @@ def test_client_handshake_timeout(loop, certs):
                     return await recv_until_eof(loop, conn)  # the client gives up and closes
 
             server = asyncio.ensure_future(silent_server())
-            outcome = await outcome_of(
-                loop.create_connection(
-                    asyncio.Protocol,
-                    *lsock.getsockname(),
-                    ssl=certs.client_ctx,
-                    ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-                )
-            )
+            addr = lsock.getsockname()
+            kwargs = {"ssl_handshake_timeout": HANDSHAKE_TIMEOUT}
+            if how == "create_connection":
+                coro = loop.create_connection(asyncio.Protocol, *addr, ssl=certs.client_ctx, **kwargs)
+            elif how == "open_connection":
+                coro = asyncio.open_connection(*addr, ssl=certs.client_ctx, **kwargs)
+            else:
+                transport, protocol = await loop.create_connection(asyncio.Protocol, *addr)
+                coro = loop.start_tls(transport, protocol, certs.client_ctx, server_hostname=HOST, **kwargs)
+            outcome = await outcome_of(coro)
+            if how == "start_tls":
+                assert transport.is_closing()
             return outcome, await server
         finally:
             lsock.close()
