@@ -202,6 +202,7 @@ def test_condition_errors_match_threading():
             outcome(condition.notify_all)[:3],
             outcome(lambda: condition.acquire(False, 1))[:3],
             outcome(lambda: condition.acquire(timeout=-2))[:3],
+            outcome(lambda: condition.acquire(timeout=float("nan")))[:3],
         ]
 
     assert errors(TLFuture()._condition) == errors(threading.Condition())

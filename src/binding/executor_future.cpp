@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -238,6 +239,10 @@ void notify_all(NativeFuture* self) {
 // threading's acquire(blocking, timeout): the seconds to wait (-1 forever, 0 not at all), or -2
 // with the error set.
 double lock_timeout(int blocking, double timeout) {
+  if (std::isnan(timeout)) {
+    PyErr_SetString(PyExc_ValueError, "Invalid value NaN (not a number)");
+    return -2;
+  }
   if (!blocking && timeout != -1) {
     PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
     return -2;
