@@ -14,8 +14,12 @@ from typing import Any
 
 
 class DatagramTransport(selector_events._SelectorDatagramTransport):  # type: ignore[name-defined,misc]
+    def __init__(self, loop: Any, *args: Any) -> None:
+        super().__init__(loop, *args)
+        self._view = loop._datagram_buffer()
+
     def _read_ready(self) -> None:
-        view = self._loop._datagram_buffer()
+        view = self._view
         if self.max_size != len(view):  # max_size changed on this transport: asyncio's way
             super()._read_ready()
             return
