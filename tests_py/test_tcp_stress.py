@@ -16,7 +16,6 @@ import contextlib
 import faulthandler
 import hashlib
 import os
-import random
 import json
 import resource
 import socket
@@ -25,6 +24,7 @@ import sys
 
 import pytest
 import stress_client
+from chunk_stream import ChunkStream
 
 STRESS = os.environ.get("TURBOLOOP_STRESS") == "1"
 ECHO_BYTES = (1 << 30) if STRESS else (32 << 20)
@@ -35,29 +35,10 @@ TIMEOUT = 900.0 if STRESS else 30.0
 # Small write-buffer limits, so that pause_writing/resume_writing and drain() really engage.
 HIGH, LOW = 16 * 1024, 4 * 1024
 
-# Chunks are taken at advancing offsets of a random pool whose length matches no buffer size, and
-# their sizes cycle through odd values: a lost, duplicated or reordered chunk changes the digest.
-_POOL = random.Random(20240501).randbytes((1 << 20) + 12_345)
-_SIZES = (1, 7, 1000, 4096, 65_536, 65_537, 200_003, 262_144, 13)
-
-
-def chunks(total):
-    """Yield bytes objects adding up to ``total`` bytes."""
-    offset = sent = i = 0
-    limit = len(_POOL) - max(_SIZES)
-    while sent < total:
-        n = min(_SIZES[i % len(_SIZES)], total - sent)
-        yield _POOL[offset : offset + n]
-        offset = (offset + n * 31 + 17) % limit
-        sent += n
-        i += 1
-
-
-def expected_digest(total):
-    h = hashlib.sha256()
-    for chunk in chunks(total):
-        h.update(chunk)
-    return h.hexdigest()
+# The bytes every echo test sends, checksummed (see chunk_stream.py).
+_STREAM = ChunkStream(20240501, (1, 7, 1000, 4096, 65_536, 65_537, 200_003, 262_144, 13))
+chunks = _STREAM.chunks
+expected_digest = _STREAM.digest
 
 
 def run(loop, coro, timeout=TIMEOUT):

@@ -22,13 +22,13 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import random
 import resource
 import socket
 import ssl
 import struct
 
 import pytest
+from chunk_stream import ChunkStream
 from conftest import get_factory
 
 trustme = pytest.importorskip("trustme")
@@ -323,6 +323,18 @@ RESET = ("ConnectionResetError", "[Errno 104] Connection reset by peer")
 HOW = ["create_connection", "open_connection", "create_unix_connection", "start_tls"]
 
 
+def recorder_factory(loop):
+    """A server's protocol factory for one connection, and the future of the Recorder it makes."""
+    made = loop.create_future()
+
+    def factory():
+        proto = Recorder(loop)
+        made.set_result(proto)
+        return proto
+
+    return made, factory
+
+
 async def _connect_to_tls_server(loop, server_ctx, client_ctx, how, **kwargs):
     """Connect to a TLS server with ``server_ctx`` by ``how``: ``create_connection``,
     ``open_connection``, ``create_unix_connection`` (to a Unix TLS server) or ``start_tls`` (a
@@ -452,13 +464,7 @@ def test_server_handshake_timeout(loop, certs):
     its ``ssl_handshake_timeout``, and the application never sees the connection."""
 
     async def scenario(loop):
-        made = loop.create_future()
-
-        def factory():
-            proto = Recorder(loop)
-            made.set_result(proto)
-            return proto
-
+        made, factory = recorder_factory(loop)
         server = await loop.create_server(
             factory, HOST, 0, ssl=certs.server_ctx, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
         )
@@ -568,13 +574,7 @@ def test_client_closes_mid_handshake(loop, certs, how):
     nothing is reported."""
 
     async def scenario(loop):
-        made = loop.create_future()
-
-        def factory():
-            proto = Recorder(loop)
-            made.set_result(proto)
-            return proto
-
+        made, factory = recorder_factory(loop)
         server = await loop.create_server(factory, HOST, 0, ssl=certs.server_ctx)
         try:
             sock = await raw_connect(loop, server.sockets[0].getsockname())
@@ -687,13 +687,7 @@ def test_client_closes_mid_record(loop, certs, end):
     asyncio's exception (or none), and never a partial record."""
 
     async def scenario(loop):
-        made = loop.create_future()
-
-        def factory():
-            proto = Recorder(loop)
-            made.set_result(proto)
-            return proto
-
+        made, factory = recorder_factory(loop)
         server = await loop.create_server(factory, HOST, 0, ssl=certs.no_tickets_server_ctx)
         try:
             sock = await raw_connect(loop, server.sockets[0].getsockname())
@@ -898,23 +892,10 @@ def test_many_concurrent_tls_connections(loop, certs):
 # No byte lost: a checksummed echo through a TLS pair under backpressure
 # ----------------------------------------------------------------------------------------------
 
-# Chunks are taken at advancing offsets of a random pool whose length matches no buffer size, and
-# their sizes cycle through odd values: a lost, duplicated or reordered chunk changes the digest.
-_POOL = random.Random(20251126).randbytes((1 << 20) + 12_345)
-_SIZES = (1, 7, 1000, 4096, 16_384, 16_385, 65_537, 200_003, 262_144, 13)
+# Sizes around TLS's 16 KiB records too (see chunk_stream.py).
+chunks = ChunkStream(20251126, (1, 7, 1000, 4096, 16_384, 16_385, 65_537, 200_003, 262_144, 13)).chunks
 HIGH, LOW = 64 * 1024, 16 * 1024
 ECHO_TIMEOUT = 90.0  # under conftest's 120 s guard
-
-
-def chunks(total):
-    offset = sent = i = 0
-    limit = len(_POOL) - max(_SIZES)
-    while sent < total:
-        n = min(_SIZES[i % len(_SIZES)], total - sent)
-        yield _POOL[offset : offset + n]
-        offset = (offset + n * 31 + 17) % limit
-        sent += n
-        i += 1
 
 
 def echo_through_tls(loop, certs, total):
