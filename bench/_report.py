@@ -1,10 +1,13 @@
-"""What the benchmarks share: making each kind of loop, its version, rates, ratios, the CPU count."""
+"""What the benchmarks share: making each kind of loop, its version, rates, ratios, the CPU count,
+the header of a run."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import platform
+import sys
 from typing import Optional
 
 
@@ -60,3 +63,13 @@ def loop_version(name: str) -> str:
         except Exception:  # noqa: BLE001 - best effort only
             version = "unknown"
     return str(version)
+
+
+def print_run_header() -> datetime.datetime:
+    """Prints the run's date, Python and machine (with its load); returns the start time."""
+    started = datetime.datetime.now().astimezone()
+    print(f"date:    {started.isoformat(timespec='seconds')}")
+    print(f"python:  {platform.python_version()} ({platform.python_implementation()}, {sys.executable})")
+    print(f"machine: {platform.platform()}, nproc={nproc()}, "
+          f"loadavg={'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return started

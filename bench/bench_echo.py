@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import hashlib
 import json
 import os
@@ -51,7 +50,7 @@ import time
 import traceback
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from _report import fmt_rate, loop_version, make_loop, nproc, ratio
+from _report import fmt_rate, loop_version, make_loop, nproc, print_run_header, ratio
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENT_SRC = os.path.join(HERE, "echo_client.c")
@@ -495,12 +494,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             info[name] = probe(name)
 
-    started = datetime.datetime.now().astimezone()
-    print(f"date:    {started.isoformat(timespec='seconds')}")
-    print(f"python:  {platform.python_version()} "
-          f"({platform.python_implementation()}, {sys.executable})")
-    print(f"machine: {platform.platform()}, nproc={nproc()}, "
-          f"loadavg={'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
+    started = print_run_header()
     for name in LOOPS + [C_SERVER]:
         status = info[name]["version"] if info[name]["ok"] else f"n/a ({info[name]['error']})"
         print(f"{name + ':':10} {status}")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import os
 import platform
@@ -41,7 +40,7 @@ import threading
 import time
 from typing import Any, Callable, Coroutine, Dict, List, Optional
 
-from _report import fmt_rate, loop_version, make_loop, nproc, ratio
+from _report import fmt_rate, loop_version, make_loop, nproc, print_run_header, ratio
 
 LOOPS: List[str] = ["asyncio", "uvloop", "turboloop"]
 
@@ -442,12 +441,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for name in loops:
         loops_info[name] = probe(name)
 
-    started = datetime.datetime.now().astimezone()
-    print(f"date:    {started.isoformat(timespec='seconds')}")
-    print(f"python:  {platform.python_version()} "
-          f"({platform.python_implementation()}, {sys.executable})")
-    print(f"machine: {platform.platform()}, nproc={nproc()}, "
-          f"loadavg={'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
+    started = print_run_header()
     if os.environ.get("PYTHONASYNCIODEBUG"):
         print("WARNING: PYTHONASYNCIODEBUG is set; numbers are not "
               "representative")

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import os
 import platform
@@ -46,7 +45,7 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-from _report import make_loop, nproc
+from _report import make_loop, nproc, print_run_header
 from bench_echo import _stop, build, install_stamp, probe
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -222,12 +221,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             info[name] = probe(name)
 
-    started = datetime.datetime.now().astimezone()
-    print(f"date:    {started.isoformat(timespec='seconds')}")
-    print(f"python:  {platform.python_version()} "
-          f"({platform.python_implementation()}, {sys.executable})")
-    print(f"machine: {platform.platform()}, nproc={nproc()}, "
-          f"loadavg={'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
+    started = print_run_header()
     for name in impls:
         status = info[name]["version"] if info[name]["ok"] else f"n/a ({info[name]['error']})"
         print(f"{name + ':':10} {status}")
