@@ -211,6 +211,17 @@ async def sock_methods():
         await asyncio.sleep(0)
         cancelled.cancel()
         await asyncio.gather(cancelled, return_exceptions=True)
+        # A sock_sendall that waits for the socket, then one cancelled while it waits.
+        payload = b"x" * 1_000_000
+        sending = loop.create_task(loop.sock_sendall(b, payload))
+        received = 0
+        while received < len(payload):
+            received += len(await loop.sock_recv(a, 65536))
+        await sending
+        stuck = loop.create_task(loop.sock_sendall(b, payload))
+        await asyncio.sleep(0)
+        stuck.cancel()
+        await asyncio.gather(stuck, return_exceptions=True)
 
 
 async def signals():

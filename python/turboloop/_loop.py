@@ -8,6 +8,7 @@ default executor), so behaviour matches stock asyncio by construction.
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import concurrent.futures
 import errno
 import io
@@ -27,7 +28,11 @@ from turboloop import _datagram, _watchdog
 from turboloop._executor import ThreadPoolExecutor
 from turboloop._sslproto import SSLProtocol
 from turboloop._transport import SocketTransport
-from turboloop._turboloop import LoopCore
+from turboloop._turboloop import LoopCore, SockCall
+
+# sock_recv and sock_sendall return SockCall objects: coroutines for asyncio.iscoroutine(), and so
+# for create_task() and run_until_complete().
+collections.abc.Coroutine.register(SockCall)
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
@@ -256,18 +261,6 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
         return asyncio.wrap_future(executor.submit(func, *args), loop=self)
 
     # -- sockets ---------------------------------------------------------------------------------
-
-    async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
-        """Receive up to n bytes from the non-blocking socket sock."""
-        base_events._check_ssl_socket(sock)  # type: ignore[attr-defined]
-        if self._debug and sock.gettimeout() != 0:
-            raise ValueError("the socket must be non-blocking")
-        result = self._sock_recv_now_or_later(sock, n)
-        if result is None:
-            return await super().sock_recv(sock, n)
-        if isinstance(result, bytes):
-            return result
-        return await result
 
     async def _sock_sendfile_native(self, sock: socket.socket, file: Any, offset: int, count: int | None) -> int:
         """sock_sendfile's zero-copy path (and so loop.sendfile's on our transports): asyncio's

@@ -92,7 +92,17 @@ bool remove_callback(LoopCore& core, unsigned event, py::handle fileobj) {
 // Both methods take what they replace or drop out of the map before releasing it: releasing a
 // file object or a Handle may run Python code (a __del__) that adds or removes readers itself.
 
-void FdCallbacks::add(int fd, py::handle fileobj, unsigned event, HandleRef handle) {
+void FdCallbacks::add(int fd, py::handle fileobj, unsigned event, HandleRef handle, py::handle owner) {
+  const auto parked = slots_.find(fd);
+  if (parked != slots_.end() && parked->second.parked_by) {
+    if (event == FdWatchers::kReadable && owner && parked->second.parked_by.is(owner)) {
+      // Still in the kernel's set for reading: nothing to ask it.
+      const py::object taken_back = std::move(parked->second.parked_by);
+      parked->second.reader = std::move(handle);
+      return;
+    }
+    if (event == FdWatchers::kReadable) parked->second.parked_by = py::object();
+  }
   const int status = watchers_.watch(fd, watchers_.watched(fd) | event);
   if (status != 0) {
     // As the selector's failed modify(): the descriptor is forgotten, its callbacks not cancelled.
@@ -112,11 +122,46 @@ void FdCallbacks::add(int fd, py::handle fileobj, unsigned event, HandleRef hand
   cancel(handle);
 }
 
+void FdCallbacks::park_reader(int fd, py::handle owner) {
+  const auto found = slots_.find(fd);
+  if (found == slots_.end()) return;
+  parked_now_.push_back(fd);
+  HandleRef removed;
+  std::swap(removed, found->second.reader);
+  found->second.parked_by = py::reinterpret_borrow<py::object>(owner);
+  cancel(removed);
+}
+
+void FdCallbacks::unpark(std::unordered_map<int, Slot>::iterator found) {
+  const py::object owner = std::move(found->second.parked_by);
+  const unsigned remaining = watchers_.watched(found->first) & ~FdWatchers::kReadable;
+  // An error means the descriptor was closed, which took it out of the set already.
+  const int status = watchers_.watch(found->first, remaining);
+  if (remaining == 0 || status != 0) {
+    const Slot dropped = std::move(found->second);
+    slots_.erase(found);
+  }
+}
+
+void FdCallbacks::drop_stale_parked(bool poll_may_block) {
+  if (poll_may_block) {
+    parked_before_.insert(parked_before_.end(), parked_now_.begin(), parked_now_.end());
+    parked_now_.clear();
+  }
+  for (const int fd : parked_before_) {
+    const auto found = slots_.find(fd);
+    if (found != slots_.end() && found->second.parked_by) unpark(found);
+  }
+  parked_before_.clear();
+  std::swap(parked_before_, parked_now_);
+}
+
 bool FdCallbacks::remove(int fd, unsigned event, int* error) {
   const auto found = slots_.find(fd);
   if (found == slots_.end()) return false;
   HandleRef removed;
   std::swap(removed, event == FdWatchers::kReadable ? found->second.reader : found->second.writer);
+  const py::object parked_by = event == FdWatchers::kReadable ? std::move(found->second.parked_by) : py::object();
   const unsigned remaining = watchers_.watched(fd) & ~event;
   const int status = watchers_.watch(fd, remaining);
   if (remaining == 0 || status != 0) {
@@ -146,7 +191,11 @@ void FdCallbacks::schedule_ready(LoopScheduler& scheduler) {
       const auto found = slots_.find(fd);
       if (found == slots_.end()) return;
       const HandleRef& handle = event == FdWatchers::kReadable ? found->second.reader : found->second.writer;
-      if (handle.get() == nullptr) continue;
+      if (handle.get() == nullptr) {
+        // Readable with nobody reading: the kernel would say so at every poll.
+        if (event == FdWatchers::kReadable && found->second.parked_by) unpark(found);
+        continue;
+      }
       if (handle.cancelled()) {
         remove(fd, event);
       } else {
@@ -159,8 +208,12 @@ void FdCallbacks::schedule_ready(LoopScheduler& scheduler) {
 py::object FdCallbacks::key(int fd) const {
   const auto found = slots_.find(fd);
   if (found == slots_.end()) return py::none();
-  return py::make_tuple(watchers_.watched(fd), handle_or_none(found->second.reader),
-                        handle_or_none(found->second.writer));
+  const Slot& slot = found->second;
+  // A parked reader is no reader: only the callbacks count.
+  const unsigned events = (slot.reader.get() != nullptr ? FdWatchers::kReadable : 0) |
+                          (slot.writer.get() != nullptr ? FdWatchers::kWritable : 0);
+  if (events == 0) return py::none();
+  return py::make_tuple(events, handle_or_none(slot.reader), handle_or_none(slot.writer));
 }
 
 std::size_t FdCallbacks::reader_count() const {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <unordered_map>
+#include <vector>
 
 #include "binding/common.hpp"
 #include "binding/handle.hpp"
@@ -16,7 +17,21 @@ class FdCallbacks {
 
   // Runs `handle` each time `fileobj` (whose descriptor is `fd`) has `event`, instead of the
   // callback it had for that event, which is cancelled. Raises OSError as the selector would.
-  void add(int fd, py::handle fileobj, unsigned event, HandleRef handle);
+  // A reader added for `owner` (a socket object) where park_reader() left that owner's reader
+  // costs no system call.
+  void add(int fd, py::handle fileobj, unsigned event, HandleRef handle, py::handle owner = py::handle());
+
+  // remove(fd, kReadable) for a reader that `owner` (a socket object) is likely to want again at
+  // once, as sock_recv() does: the descriptor stays in the kernel's set until it turns readable
+  // with no reader, until the poll after next, or until a poll that may block, so that a reader
+  // added again in between costs no epoll_ctl. A closed descriptor's number may be reused
+  // meanwhile, so only the same owner, whose fileno() the caller has just read, may take the
+  // parked registration back. The owner is held while parked, so never across a wait.
+  void park_reader(int fd, py::handle owner);
+
+  // Before each poll: really removes the readers parked before the previous poll and not taken
+  // back since, or all parked readers when the poll may block.
+  void drop_stale_parked(bool poll_may_block);
 
   // Stops running a callback for `event` on `fd`; returns whether there was one. When the
   // descriptor keeps another event but the kernel refuses the change (it was closed), the whole
@@ -45,18 +60,26 @@ class FdCallbacks {
       visit(slot.fileobj.ptr());
       visit(reinterpret_cast<PyObject*>(slot.reader.get()));
       visit(reinterpret_cast<PyObject*>(slot.writer.get()));
+      visit(slot.parked_by.ptr());
     }
   }
 
  private:
   struct Slot {
     py::object fileobj;
-    HandleRef reader;  // empty when not reading
-    HandleRef writer;  // empty when not writing
+    HandleRef reader;    // empty when not reading
+    HandleRef writer;    // empty when not writing
+    py::object parked_by;  // the owner of a parked reader, else empty
   };
+
+  // Takes a parked reader's descriptor out of the kernel's set (or the whole slot when nothing
+  // else is watched).
+  void unpark(std::unordered_map<int, Slot>::iterator found);
 
   core::FdWatchers watchers_;
   std::unordered_map<int, Slot> slots_;
+  std::vector<int> parked_now_;     // parked since the last poll
+  std::vector<int> parked_before_;  // parked before the last poll
 };
 
 class LoopCore;

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "binding/schedule.hpp"
+#include "binding/sock_calls.hpp"
 #include "core/clock.hpp"
 
 namespace turboloop::binding {
@@ -117,6 +118,7 @@ void LoopCore::poll(py::handle self, double timeout) {
     core::LoopMetrics& metrics;
     ~LeavePoll() { metrics.leave_poll(); }
   } leave_poll{metrics};
+  if (fds) fds->drop_stale_parked(timeout != 0.0);
   if (timeout == 0.0) {
     uv->poll(0.0);
   } else {
@@ -178,6 +180,7 @@ void register_loop(py::module_& module) {
   add_scheduling_methods(cls);
   add_fd_methods(cls);
   add_sock_methods(cls);
+  add_sock_calls(cls, module);
 }
 
 }  // namespace turboloop::binding

@@ -10,7 +10,6 @@
 #include "core/clock.hpp"
 
 namespace turboloop::binding {
-namespace {
 
 // The LoopCore inside a Python loop object (the method descriptor has checked its type).
 LoopCore* loop_core(PyObject* self) {
@@ -21,6 +20,17 @@ LoopCore* loop_core(PyObject* self) {
   }
   return holder.value_ptr<LoopCore>();
 }
+
+// create_future(): asyncio.Future(loop=self), without a Python frame.
+PyObject* create_future(PyObject* self, PyObject*) {
+  static PyObject* const future_type =
+      py::object(py::module_::import("asyncio").attr("Future")).release().ptr();  // never released
+  PyObject* args[] = {self};
+  static PyObject* const loop_keyword = Py_BuildValue("(s)", "loop");
+  return PyObject_Vectorcall(future_type, args, 0, loop_keyword);
+}
+
+namespace {
 
 // Reads the keyword arguments: only `context` is accepted.
 bool parse_context(const char* method, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames,
@@ -176,15 +186,6 @@ PyObject* get_debug(PyObject* self, PyObject*) {
   LoopCore* core = loop_core(self);
   if (core == nullptr) return nullptr;
   return PyBool_FromLong(core->debug);
-}
-
-// create_future(): asyncio.Future(loop=self), without a Python frame.
-PyObject* create_future(PyObject* self, PyObject*) {
-  static PyObject* const future_type =
-      py::object(py::module_::import("asyncio").attr("Future")).release().ptr();  // never released
-  PyObject* args[] = {self};
-  static PyObject* const loop_keyword = Py_BuildValue("(s)", "loop");
-  return PyObject_Vectorcall(future_type, args, 0, loop_keyword);
 }
 
 PyMethodDef scheduling_methods[] = {

@@ -8,6 +8,15 @@
 
 namespace turboloop::binding {
 
+class LoopCore;
+
+// The LoopCore inside a Python loop object (the caller has checked its type); nullptr with
+// RuntimeError set when the loop's __init__() did not run.
+LoopCore* loop_core(PyObject* self);
+
+// The loop's create_future(): a new asyncio.Future on loop `self`.
+PyObject* create_future(PyObject* self, PyObject* = nullptr);
+
 // Adds these methods to the LoopCore class.
 void add_scheduling_methods(py::handle loop_class);
 

@@ -1,0 +1,333 @@
+"""loop.sock_recv() and loop.sock_sendall() as coroutine objects: what a caller sees of the
+coroutine (create_task, send, throw, close, reuse), sock_sendall's immediate and waiting paths,
+and the cases turboloop leaves to asyncio's code (debug mode, blocking sockets, other data
+types). Each test runs on every loop. The last tests are turboloop's own: a finished sock_recv
+leaves its reader parked for the next one on the same socket, which must never miss data or keep
+a socket alive."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hashlib
+import os
+import socket
+import warnings
+import weakref
+
+import pytest
+
+import turboloop
+
+
+@pytest.fixture
+def pair():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def fill(sock: socket.socket) -> int:
+    """Fill the socket's send buffer; returns how much it took."""
+    total = 0
+    while True:
+        try:
+            total += sock.send(b"\0" * 65536)
+        except BlockingIOError:
+            return total
+
+
+def test_calls_are_coroutines_for_asyncio(loop, pair):
+    a, b = pair
+
+    async def main():
+        recv = loop.sock_recv(a, 10)
+        send = loop.sock_sendall(b, b"data")
+        assert asyncio.iscoroutine(recv) and asyncio.iscoroutine(send)
+        received = loop.create_task(recv)
+        await loop.create_task(send)
+        assert await received == b"data"
+        assert "sock_recv" in repr(loop.create_task(loop.sock_recv(a, 1)))
+
+    loop.run_until_complete(main())
+    b.send(b"z")
+    assert loop.run_until_complete(loop.sock_recv(a, 10)) == b"z"
+
+
+@pytest.mark.uvloop_xfail("uvloop's sock_recv waits for the loop even when data is waiting")
+def test_coroutine_protocol_errors(loop, pair):
+    a, b = pair
+    fresh = loop.sock_recv(a, 10)
+    with pytest.raises(TypeError, match="can't send non-None value to a just-started coroutine"):
+        fresh.send(1)
+    fresh.close()
+    b.send(b"x")
+    done = loop.sock_recv(a, 10)
+    with pytest.raises(StopIteration) as stop:
+        done.send(None)
+    assert stop.value.value == b"x"
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        done.send(None)
+    unstarted = loop.sock_sendall(b, b"y")
+    with pytest.raises(ValueError, match="thrown"):
+        unstarted.throw(ValueError("thrown"))
+    # Thrown in, it ends: nothing was sent.
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        unstarted.send(None)
+    with pytest.raises(BlockingIOError):
+        a.recv(10)
+
+
+@pytest.mark.uvloop_xfail("uvloop's remove_writer returns None")
+def test_sendall_at_once_and_after_waiting(loop, pair):
+    a, b = pair
+    payload = os.urandom(3 * 1024 * 1024)
+
+    async def main():
+        await loop.sock_sendall(b, b"")
+        await loop.sock_sendall(b, b"now")
+        assert await loop.sock_recv(a, 10) == b"now"
+
+        async def read_all() -> bytes:
+            got = bytearray()
+            while len(got) < len(payload):
+                got += await loop.sock_recv(a, 65536)
+            return bytes(got)
+
+        reader = asyncio.ensure_future(read_all())
+        await loop.sock_sendall(b, payload)
+        got = await asyncio.wait_for(reader, 10)
+        assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+        await asyncio.sleep(0)
+        assert loop.remove_writer(b) is False
+
+    loop.run_until_complete(main())
+
+
+# Not buffers of wider items (an array of ints): asyncio's sock_sendall counts them in items and
+# sends forever.
+@pytest.mark.parametrize("kind", ["bytearray", "memoryview"])
+def test_sendall_of_other_buffers(loop, pair, kind):
+    a, b = pair
+    data = {"bytearray": bytearray(b"abcdefgh"), "memoryview": memoryview(b"xxabcdefghxx")[2:10]}[kind]
+
+    async def main():
+        await loop.sock_sendall(b, data)
+        return await loop.sock_recv(a, 100)
+
+    assert loop.run_until_complete(main()) == bytes(data)
+
+
+def test_sendall_of_str_fails_as_asyncio(loop, pair):
+    a, b = pair
+    with pytest.raises(TypeError, match="a bytes-like object is required, not 'str'"):
+        loop.run_until_complete(loop.sock_sendall(b, "text"))
+
+
+@pytest.mark.uvloop_xfail("uvloop's remove_writer returns None")
+def test_cancelled_sendall_stops_writing(loop, pair):
+    a, b = pair
+
+    async def main():
+        fill(b)
+        task = asyncio.ensure_future(loop.sock_sendall(b, b"more" * 100_000))
+        await asyncio.sleep(0.01)
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0)
+        assert loop.remove_writer(b) is False
+
+    loop.run_until_complete(main())
+
+
+def test_sendall_to_a_reset_peer(loop):
+    async def main():
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setblocking(False)
+        client = socket.socket()
+        client.setblocking(False)
+        with listener, client:
+            await loop.sock_connect(client, listener.getsockname())
+            server_side, _ = await loop.sock_accept(listener)
+            fill(client)
+            task = asyncio.ensure_future(loop.sock_sendall(client, b"z" * 1_000_000))
+            await asyncio.sleep(0.01)
+            server_side.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            server_side.close()
+            with pytest.raises((ConnectionResetError, BrokenPipeError)):
+                await asyncio.wait_for(task, 5)
+
+    loop.run_until_complete(main())
+
+
+def test_sendall_on_a_closed_socket(loop, pair):
+    a, b = pair
+    b.close()
+    with pytest.raises(OSError) as error:
+        loop.run_until_complete(loop.sock_sendall(b, b"x"))
+    assert error.value.errno == 9
+
+
+def test_sendall_waiting_on_a_closed_loop(loop, pair):
+    a, b = pair
+    fill(b)
+    coro = loop.sock_sendall(b, b"x")
+    loop.close()
+    with pytest.raises(RuntimeError, match="Event loop is closed"):
+        coro.send(None)
+
+
+def test_blocking_socket_in_debug_mode_is_refused(loop, pair):
+    a, b = pair
+    a.setblocking(True)
+    loop.set_debug(True)
+    for coro in (loop.sock_recv(a, 1), loop.sock_sendall(a, b"x")):
+        with pytest.raises(ValueError, match="the socket must be non-blocking"):
+            loop.run_until_complete(coro)
+
+
+def test_blocking_socket_is_read_as_asyncio_does(loop, pair):
+    a, b = pair
+    a.setblocking(True)
+    b.send(b"ready")
+    assert loop.run_until_complete(loop.sock_recv(a, 10)) == b"ready"
+
+
+def test_keyword_arguments(loop, pair):
+    a, b = pair
+    loop.run_until_complete(loop.sock_sendall(sock=b, data=b"kw"))
+    assert loop.run_until_complete(loop.sock_recv(sock=a, n=10)) == b"kw"
+    with pytest.raises(TypeError):
+        loop.sock_recv(a)
+
+
+# -- turboloop's parked readers -------------------------------------------------------------------
+
+
+@pytest.fixture
+def tloop():
+    loop = turboloop.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def test_parked_reader_is_no_reader(tloop, pair):
+    a, b = pair
+
+    async def main():
+        b.send(b"x")
+        task = asyncio.ensure_future(tloop.sock_recv(a, 10))
+        assert await task == b"x"
+        # Parked now: not a reader for the selector view, remove_reader or the stats.
+        with pytest.raises(KeyError):
+            tloop._selector.get_key(a.fileno())
+        assert tloop.stats()["readers"] == 0
+        waiting = asyncio.ensure_future(tloop.sock_recv(a, 10))
+        await asyncio.sleep(0)
+        assert tloop.stats()["readers"] == 1
+        b.send(b"y")
+        assert await waiting == b"y"
+
+    tloop.run_until_complete(main())
+
+
+def test_data_for_a_parked_reader_does_not_spin_the_loop(tloop, pair):
+    a, b = pair
+
+    async def main():
+        waiting = asyncio.ensure_future(tloop.sock_recv(a, 1))
+        await asyncio.sleep(0)
+        b.send(b"xyz")  # more than the reader takes: the socket stays readable
+        assert await waiting == b"x"
+        before = tloop.stats()["iterations"]
+        await asyncio.sleep(0.1)
+        assert tloop.stats()["iterations"] - before < 20
+        assert await tloop.sock_recv(a, 10) == b"yz"
+
+    tloop.run_until_complete(main())
+
+
+def test_descriptor_reused_after_a_parked_reader(tloop):
+    async def main():
+        for _ in range(50):
+            a, b = socket.socketpair()
+            a.setblocking(False)
+            b.send(b"1")
+            assert await tloop.sock_recv(a, 10) == b"1"
+            fd = a.fileno()
+            a.close()
+            b.close()
+            # The parked registration was for the closed socket: a new one on the same number
+            # must be watched for real.
+            c, d = socket.socketpair()
+            c.setblocking(False)
+            with c, d:
+                if c.fileno() != fd:
+                    c, d = d, c
+                assert c.fileno() == fd
+                c.setblocking(False)
+                waiting = asyncio.ensure_future(tloop.sock_recv(c, 10))
+                await asyncio.sleep(0)
+                d.send(b"2")
+                assert await asyncio.wait_for(waiting, 5) == b"2"
+
+    tloop.run_until_complete(main())
+
+
+def test_parked_reader_lets_its_socket_go(tloop):
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.send(b"x")
+        assert await tloop.sock_recv(a, 10) == b"x"
+        gone = weakref.ref(a)
+        del a
+        b.close()
+        await asyncio.sleep(0.01)  # a poll that waits drops every parked reader
+        gc.collect()
+        assert gone() is None
+
+    # Not pytest.warns(): the warning it records holds the socket.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        tloop.run_until_complete(main())
+
+
+# asyncio leaves the reader of a coroutine thrown into or closed while it waits (a suspended one
+# that is garbage-collected is closed) until data comes, which it then reads into a future nobody
+# awaits; turboloop stops reading at once.
+
+
+def test_throw_into_a_waiting_recv_stops_its_reader(tloop, pair):
+    a, b = pair
+
+    async def main():
+        coro = tloop.sock_recv(a, 10)
+        future = coro.send(None)  # waits: a future, as a Task would get it
+        assert isinstance(future, asyncio.Future) and not future.done()
+        with pytest.raises(KeyError, match="gone"):
+            coro.throw(KeyError("gone"))
+        await asyncio.sleep(0)
+        assert tloop.remove_reader(a) is False
+        b.send(b"later")
+        assert await tloop.sock_recv(a, 10) == b"later"
+
+    tloop.run_until_complete(main())
+
+
+def test_closing_a_waiting_recv_stops_its_reader(tloop, pair):
+    a, b = pair
+
+    async def main():
+        coro = tloop.sock_recv(a, 10)
+        coro.send(None)
+        coro.close()
+        await asyncio.sleep(0)
+        assert tloop.remove_reader(a) is False
+
+    tloop.run_until_complete(main())
