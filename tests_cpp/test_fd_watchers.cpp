@@ -1,4 +1,4 @@
-// FdWatchers against real descriptors: readiness reported through libuv's poll, modification,
+// FdWatchers against real descriptors: readiness reported by its poll, modification,
 // errors at registration, and descriptors closed or reused while watched.
 #include <catch2/catch.hpp>
 
@@ -28,8 +28,8 @@ struct SocketPair {
 };
 
 // Polls once (without blocking unless told) and returns what is ready, by descriptor.
-std::map<int, unsigned> poll_ready(UvLoop& loop, FdWatchers& watchers, double timeout = 0.0) {
-  loop.poll(timeout);
+std::map<int, unsigned> poll_ready(FdWatchers& watchers, double timeout = 0.0) {
+  watchers.poll(timeout);
   std::map<int, unsigned> ready;
   watchers.take_ready([&](int fd, unsigned events) { ready[fd] = events; });
   return ready;
@@ -42,25 +42,25 @@ TEST_CASE("a watched socket is reported readable once data arrives, and writable
   FdWatchers watchers(loop.raw());
   SocketPair pair;
   REQUIRE(watchers.watch(pair.fds[0], FdWatchers::kReadable) == 0);
-  REQUIRE(poll_ready(loop, watchers).empty());
+  REQUIRE(poll_ready(watchers).empty());
 
   REQUIRE(write(pair.fds[1], "x", 1) == 1);
-  auto ready = poll_ready(loop, watchers, 1.0);
+  auto ready = poll_ready(watchers, 1.0);
   REQUIRE(ready == std::map<int, unsigned>{{pair.fds[0], FdWatchers::kReadable}});
 
   // Level-triggered, as a selector: still readable until the data is read.
-  REQUIRE(poll_ready(loop, watchers) == ready);
+  REQUIRE(poll_ready(watchers) == ready);
   char byte;
   REQUIRE(read(pair.fds[0], &byte, 1) == 1);
-  REQUIRE(poll_ready(loop, watchers).empty());
+  REQUIRE(poll_ready(watchers).empty());
 
   REQUIRE(watchers.watch(pair.fds[0], FdWatchers::kReadable | FdWatchers::kWritable) == 0);
   REQUIRE(watchers.watched(pair.fds[0]) == (FdWatchers::kReadable | FdWatchers::kWritable));
-  REQUIRE(poll_ready(loop, watchers, 1.0) == std::map<int, unsigned>{{pair.fds[0], FdWatchers::kWritable}});
+  REQUIRE(poll_ready(watchers, 1.0) == std::map<int, unsigned>{{pair.fds[0], FdWatchers::kWritable}});
 
   REQUIRE(watchers.watch(pair.fds[0], 0) == 0);
   REQUIRE(watchers.watched(pair.fds[0]) == 0);
-  REQUIRE(poll_ready(loop, watchers).empty());
+  REQUIRE(poll_ready(watchers).empty());
 }
 
 TEST_CASE("a hang-up counts as both readable and writable, filtered by what is watched") {
@@ -70,7 +70,7 @@ TEST_CASE("a hang-up counts as both readable and writable, filtered by what is w
   REQUIRE(watchers.watch(pair.fds[0], FdWatchers::kReadable) == 0);
   close(pair.fds[1]);
   pair.fds[1] = -1;
-  REQUIRE(poll_ready(loop, watchers, 1.0) == std::map<int, unsigned>{{pair.fds[0], FdWatchers::kReadable}});
+  REQUIRE(poll_ready(watchers, 1.0) == std::map<int, unsigned>{{pair.fds[0], FdWatchers::kReadable}});
 }
 
 TEST_CASE("registration errors come at once, as from a selector") {
@@ -96,12 +96,12 @@ TEST_CASE("a descriptor closed while watched drops out, and its reused number ca
   const int number = first[0];
   close(first[0]);
   close(first[1]);
-  REQUIRE(poll_ready(loop, watchers).empty());
+  REQUIRE(poll_ready(watchers).empty());
 
   SocketPair second;
   REQUIRE(second.fds[0] == number);  // the lowest free number is reused
   REQUIRE(watchers.watch(second.fds[0], FdWatchers::kReadable | FdWatchers::kWritable) == 0);
-  REQUIRE(poll_ready(loop, watchers, 1.0) == std::map<int, unsigned>{{number, FdWatchers::kWritable}});
+  REQUIRE(poll_ready(watchers, 1.0) == std::map<int, unsigned>{{number, FdWatchers::kWritable}});
 }
 
 TEST_CASE("a descriptor closed while watched keeps an unchanged registration, as a selector's") {
@@ -128,5 +128,5 @@ TEST_CASE("many descriptors ready at once are all reported in one take") {
     REQUIRE(watchers.watch(pair.fds[0], FdWatchers::kReadable) == 0);
     REQUIRE(write(pair.fds[1], "x", 1) == 1);
   }
-  REQUIRE(poll_ready(loop, watchers, 1.0).size() == kPairs);
+  REQUIRE(poll_ready(watchers, 1.0).size() == kPairs);
 }

@@ -1,5 +1,5 @@
-// UvLoop and SignalPipe against a real libuv loop: poll timeouts, cross-thread wake-ups, the
-// signal self-pipe.
+// The loop's wait (FdWatchers::poll) with UvLoop's wake-up and the SignalPipe on a real libuv
+// loop: poll timeouts, cross-thread wake-ups, the signal self-pipe.
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
@@ -9,9 +9,11 @@
 #include <thread>
 
 #include "core/clock.hpp"
+#include "core/fd_watchers.hpp"
 #include "core/signal_pipe.hpp"
 #include "core/uv_loop.hpp"
 
+using turboloop::core::FdWatchers;
 using turboloop::core::monotonic_seconds;
 using turboloop::core::SignalPipe;
 using turboloop::core::UvLoop;
@@ -24,17 +26,19 @@ TEST_CASE("the clock is monotonic") {
 
 TEST_CASE("a zero-timeout poll returns at once and a timed poll waits at least its timeout") {
   UvLoop loop;
+  FdWatchers watchers(loop.raw());
   const double start = monotonic_seconds();
-  loop.poll(0.0);
-  loop.poll(0.05);
+  watchers.poll(0.0);
+  watchers.poll(0.05);
   const double elapsed = monotonic_seconds() - start;
   REQUIRE(elapsed >= 0.05);
 }
 
-TEST_CASE("many 1 ms polls all return on their own (the poll timer may fire before the poll)") {
-  // A timer that fired in uv_run's timer phase used to leave the poll blocking forever. The
-  // watchdog wakes a stuck poll and counts it, so a regression fails instead of hanging.
+TEST_CASE("many sub-millisecond polls all return on their own") {
+  // A timer that fired in uv_run's timer phase once left the poll blocking forever. The watchdog
+  // wakes a stuck poll and counts it, so a regression fails instead of hanging.
   UvLoop loop;
+  FdWatchers watchers(loop.raw());
   std::atomic<bool> done{false};
   std::atomic<int> polls{0};
   std::atomic<int> rescues{0};
@@ -50,7 +54,7 @@ TEST_CASE("many 1 ms polls all return on their own (the poll timer may fire befo
     }
   });
   for (int i = 0; i < 3000; ++i) {
-    loop.poll(0.0005);
+    watchers.poll(0.0005);
     polls++;
   }
   done = true;
@@ -60,11 +64,13 @@ TEST_CASE("many 1 ms polls all return on their own (the poll timer may fire befo
 
 TEST_CASE("wake() from another thread ends a poll that would block forever") {
   UvLoop loop;
+  FdWatchers watchers(loop.raw());
+  watchers.poll(0.0);  // libuv has run once: its wake-up descriptor is in its set
   std::thread waker([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     loop.wake();
   });
-  loop.poll(-1.0);  // returns only because of the wake-up
+  watchers.poll(-1.0);  // returns only because of the wake-up
   waker.join();
   SUCCEED("the blocking poll returned");
 }
@@ -72,11 +78,22 @@ TEST_CASE("wake() from another thread ends a poll that would block forever") {
 TEST_CASE("signal numbers written to the pipe wake the poll and are taken in order") {
   UvLoop loop;
   SignalPipe pipe(loop.raw());
+  FdWatchers watchers(loop.raw());
+  watchers.poll(0.0);
   REQUIRE_FALSE(pipe.pending());
   const unsigned char numbers[] = {10, 2, 15};
   REQUIRE(write(pipe.write_fd(), numbers, sizeof numbers) == 3);
-  loop.poll(-1.0);
+  watchers.poll(-1.0);
   REQUIRE(pipe.pending());
   REQUIRE(pipe.take() == std::vector<int>{10, 2, 15});
   REQUIRE_FALSE(pipe.pending());
+}
+
+TEST_CASE("a wake-up sent before the first poll ends it") {
+  UvLoop loop;
+  FdWatchers watchers(loop.raw());
+  loop.wake();
+  const double start = monotonic_seconds();
+  watchers.poll(5.0);
+  REQUIRE(monotonic_seconds() - start < 4.0);
 }

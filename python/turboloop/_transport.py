@@ -54,10 +54,11 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         self._sock_fd = sock.fileno()
         self._core = TransportCore(self, sock)
         # The native methods, bound once: the loop runs them when the socket is ready, and
-        # protocols call write() straight into the core.
+        # protocols and streams call write() and is_closing() straight into the core.
         self._read_ready = self._core.read_ready
         self._write_ready = self._core.write_ready
         self.write = self._core.write  # type: ignore[method-assign]
+        self.is_closing = self._core.is_closing  # type: ignore[method-assign]
         self._protocol_connected = False
         self.set_protocol(protocol)
         self._server = server

@@ -43,6 +43,9 @@ class FdCallbacks {
   // socket), found by identity as selectors do; -1 when there is none.
   int find_registered(py::handle fileobj) const;
 
+  // The loop's wait for events (FdWatchers::poll); may run without the GIL.
+  void poll(double timeout_seconds) { watchers_.poll(timeout_seconds); }
+
   // After a poll: queues the Handles of the ready descriptors, dropping cancelled ones.
   void schedule_ready(LoopScheduler& scheduler);
 

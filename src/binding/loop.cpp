@@ -118,14 +118,15 @@ void LoopCore::poll(py::handle self, double timeout) {
     core::LoopMetrics& metrics;
     ~LeavePoll() { metrics.leave_poll(); }
   } leave_poll{metrics};
-  if (fds) fds->drop_stale_parked(timeout != 0.0);
+  if (!fds) raise(PyExc_RuntimeError, "Event loop is closed");
+  fds->drop_stale_parked(timeout != 0.0);
   if (timeout == 0.0) {
-    uv->poll(0.0);
+    fds->poll(0.0);
   } else {
     py::gil_scoped_release without_gil;
-    uv->poll(timeout);
+    fds->poll(timeout);
   }
-  if (fds) fds->schedule_ready(scheduler);
+  fds->schedule_ready(scheduler);
   if (signals && signals->pending()) {
     py::list numbers;
     for (int number : signals->take()) numbers.append(number);

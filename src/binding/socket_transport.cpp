@@ -268,6 +268,13 @@ PyObject* run_native(PyObject* self, Body&& body) {
 
 PyObject* read_ready_method(PyObject* self, PyObject*) { return run_native(self, read_ready); }
 
+// The transport's is_closing(), which StreamWriter.drain() asks on every call.
+PyObject* is_closing_method(PyObject* self, PyObject*) {
+  TransportCore* core = core_of(self);
+  if (core == nullptr) return nullptr;
+  return PyBool_FromLong(core->closing);
+}
+
 PyObject* write_method(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   PyObject* data = nargs > 0 ? args[0] : nullptr;
   const Py_ssize_t keywords = kwnames == nullptr ? 0 : PyTuple_GET_SIZE(kwnames);
@@ -294,6 +301,7 @@ PyObject* write_method(PyObject* self, PyObject* const* args, Py_ssize_t nargs, 
 
 PyMethodDef hot_methods[] = {
     {"read_ready", read_ready_method, METH_NOARGS, "Read once from the socket and hand the bytes to the protocol."},
+    {"is_closing", is_closing_method, METH_NOARGS, "Whether the transport is closing or closed."},
     {"write", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(write_method)), METH_FASTCALL | METH_KEYWORDS,
      "write($self, data)\n--\n\nWrite bytes-like data: sent now when possible, else buffered."},
 };

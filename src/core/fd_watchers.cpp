@@ -1,9 +1,11 @@
-// Readiness of file descriptors through an epoll set of our own (see fd_watchers.hpp).
+// Readiness of file descriptors, and the loop's wait (see fd_watchers.hpp).
 #include "core/fd_watchers.hpp"
 
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
+#include <cmath>
 #include <system_error>
 
 namespace turboloop::core {
@@ -25,24 +27,45 @@ int control(int epoll_fd, int operation, int fd, unsigned events) {
 
 }  // namespace
 
-FdWatchers::FdWatchers(uv_loop_t* loop) {
+FdWatchers::FdWatchers(uv_loop_t* loop) : loop_(loop), backend_fd_(uv_backend_fd(loop)) {
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd_ < 0) throw std::system_error(errno, std::generic_category(), "epoll_create1");
-  watcher_ = new uv_poll_t;
-  int status = uv_poll_init(loop, watcher_, epoll_fd_);
-  if (status == 0) status = uv_poll_start(watcher_, UV_READABLE, on_readable);
+  const int status = control(epoll_fd_, EPOLL_CTL_ADD, backend_fd_, kReadable);
   if (status != 0) {
-    delete watcher_;
     close(epoll_fd_);
-    throw std::system_error(-status, std::generic_category(), "uv_poll_start");
+    throw std::system_error(-status, std::generic_category(), "epoll_ctl");
   }
-  watcher_->data = this;
 }
 
-FdWatchers::~FdWatchers() {
-  uv_close(reinterpret_cast<uv_handle_t*>(watcher_),
-           [](uv_handle_t* handle) { delete reinterpret_cast<uv_poll_t*>(handle); });
-  close(epoll_fd_);
+FdWatchers::~FdWatchers() { close(epoll_fd_); }
+
+void FdWatchers::poll(double timeout_seconds) {
+  // libuv puts its handles' descriptors in its set only when it runs, and may have work pending
+  // (handles closing): let it run first then. That may take a wake-up meant to end this poll, so
+  // the poll does not wait.
+  if (!libuv_ran_ || uv_backend_timeout(loop_) == 0) {
+    uv_run(loop_, UV_RUN_NOWAIT);
+    libuv_ran_ = true;
+    timeout_seconds = 0.0;
+  }
+  int timeout_ms = -1;
+  if (timeout_seconds >= 0.0) {
+    // Milliseconds, rounded up: never wakes before the deadline.
+    const double ms = std::ceil(timeout_seconds * 1000.0);
+    timeout_ms = ms >= static_cast<double>(INT_MAX) ? INT_MAX : static_cast<int>(ms);
+  }
+  // Not past libuv's own next deadline (it has none today: no libuv timers are used).
+  const int libuv_timeout = uv_backend_timeout(loop_);
+  if (libuv_timeout >= 0 && (timeout_ms < 0 || libuv_timeout < timeout_ms)) timeout_ms = libuv_timeout;
+  const int count = epoll_wait(epoll_fd_, ready_.data(), static_cast<int>(ready_.size()), timeout_ms);
+  // EINTR: a signal, whose handler wrote to the signal pipe; the next iteration sees it.
+  ready_count_ = count < 0 ? 0 : count;
+  for (int i = 0; i < ready_count_; ++i) {
+    if (ready_[static_cast<std::size_t>(i)].data.fd == backend_fd_) {
+      uv_run(loop_, UV_RUN_NOWAIT);
+      break;
+    }
+  }
 }
 
 int FdWatchers::watch(int fd, unsigned events) {
@@ -78,19 +101,6 @@ int FdWatchers::watch(int fd, unsigned events) {
 unsigned FdWatchers::watched(int fd) const {
   const auto found = watched_.find(fd);
   return found == watched_.end() ? 0 : found->second;
-}
-
-int FdWatchers::wait_ready() {
-  ready_.resize(watched_.empty() ? 1 : watched_.size());
-  int count;
-  do {
-    count = epoll_wait(epoll_fd_, ready_.data(), static_cast<int>(ready_.size()), 0);
-  } while (count < 0 && errno == EINTR);
-  return count < 0 ? 0 : count;
-}
-
-void FdWatchers::on_readable(uv_poll_t* watcher, int status, int) {
-  if (status == 0) static_cast<FdWatchers*>(watcher->data)->maybe_ready_ = true;
 }
 
 }  // namespace turboloop::core

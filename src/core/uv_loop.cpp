@@ -3,8 +3,6 @@
 
 #include <unistd.h>
 
-#include <cmath>
-#include <cstdint>
 #include <system_error>
 
 namespace turboloop::core {
@@ -15,10 +13,6 @@ void check(int status, const char* what) {
   if (status < 0) throw std::system_error(-status, std::generic_category(), what);
 }
 
-// The timer may fire in uv_run's timer phase, before the poll: if the millisecond clock ticked
-// between arming it and uv_run. Stopping the loop then makes the poll non-blocking; without it
-// the poll would wait for an event that no longer comes.
-void on_poll_timer(uv_timer_t* timer) { uv_stop(timer->loop); }
 void on_wakeup(uv_async_t*) {}
 
 }  // namespace
@@ -30,38 +24,19 @@ UvLoop::UvLoop() {
   if (init < 0 && init != UV_ENOMEM && uv_version() < 0x013300 && uv_backend_fd(&loop_) >= 0)
     close(uv_backend_fd(&loop_));
   check(init, "uv_loop_init");
-  uv_timer_init(&loop_, &poll_timer_);  // cannot fail
   const int status = uv_async_init(&loop_, &wakeup_, on_wakeup);
   if (status < 0) {
     // The destructor will not run: release the descriptors uv_loop_init took.
-    uv_close(reinterpret_cast<uv_handle_t*>(&poll_timer_), nullptr);
-    uv_run(&loop_, UV_RUN_DEFAULT);
     uv_loop_close(&loop_);
     check(status, "uv_async_init");
   }
 }
 
 UvLoop::~UvLoop() {
-  uv_close(reinterpret_cast<uv_handle_t*>(&poll_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&wakeup_), nullptr);
   // Runs the close callbacks of these and of any handle another owner closed on this loop.
   uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);
-}
-
-void UvLoop::poll(double timeout_seconds) {
-  if (timeout_seconds == 0.0) {
-    uv_run(&loop_, UV_RUN_NOWAIT);
-    return;
-  }
-  if (timeout_seconds > 0.0) {
-    // libuv counts milliseconds; rounding up never wakes before the deadline.
-    const auto ms = static_cast<std::uint64_t>(std::ceil(timeout_seconds * 1000.0));
-    uv_update_time(&loop_);
-    uv_timer_start(&poll_timer_, on_poll_timer, ms, 0);
-  }
-  uv_run(&loop_, UV_RUN_ONCE);
-  uv_timer_stop(&poll_timer_);
 }
 
 void UvLoop::prepare_process() {

@@ -1,6 +1,6 @@
-// The libuv side of the loop: one uv_loop_t, a timer that bounds each poll, and an async handle
-// that other threads use to wake the poll. Callbacks registered here never touch Python, so the
-// poll may run without the GIL.
+// The libuv side of the loop: one uv_loop_t and an async handle that other threads use to wake
+// the poll (FdWatchers::poll, which waits on libuv's descriptor too). Callbacks registered here
+// never touch Python, so the poll may run without the GIL.
 #pragma once
 
 #include <uv.h>
@@ -15,9 +15,6 @@ class UvLoop {
   UvLoop(const UvLoop&) = delete;
   UvLoop& operator=(const UvLoop&) = delete;
 
-  // Polls for events once: timeout 0 returns at once, a negative timeout waits until woken.
-  void poll(double timeout_seconds);
-
   // Thread-safe: makes the current or next poll return.
   void wake();
 
@@ -29,7 +26,6 @@ class UvLoop {
 
  private:
   uv_loop_t loop_{};
-  uv_timer_t poll_timer_{};
   uv_async_t wakeup_{};
 };
 
