@@ -1,7 +1,8 @@
 """Datagram endpoints on every loop: the same datagrams, addresses, errors and order as asyncio.
 
-turboloop's datagram transport is asyncio's, reading into a reusable buffer of the loop's
-(python/turboloop/_datagram.py); these tests pin what that must not change.
+turboloop's datagram transport is asyncio's with native reads and sends (DatagramCore, in
+src/binding/datagram_core.cpp, and python/turboloop/_datagram.py); these tests pin what that must
+not change.
 """
 
 from __future__ import annotations
@@ -186,3 +187,112 @@ def test_callback_order_matches_asyncio():
     expected = order(asyncio.new_event_loop)
     assert expected == ["0", "after 0", "1", "after 1", "2", "after 2"]
     assert order(turboloop.new_event_loop) == expected
+
+
+def test_sendto_arguments_as_asyncio(loop_factory, loop_name):
+    """sendto() on unconnected and connected endpoints: numeric and named hosts, other buffer
+    types, empty data, and asyncio's errors for bad data and a wrong address."""
+    if loop_name == "uvloop":
+        pytest.skip("uvloop's sendto() refuses a named host (ValueError: a DNS lookup is required)")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        server_t, server = await loop.create_datagram_endpoint(Collector, local_addr=("127.0.0.1", 0))
+        host, port = server_t.get_extra_info("sockname")
+        sender_t, _ = await loop.create_datagram_endpoint(Collector, local_addr=("127.0.0.1", 0))
+        sender_t.sendto(b"numeric", (host, port))
+        sender_t.sendto(b"", (host, port))  # nothing is sent
+        sender_t.sendto(bytearray(b"bytearray"), (host, port))
+        sender_t.sendto(memoryview(b"xmemoryviewx")[1:-1], (host, port))
+        sender_t.sendto(b"named", ("localhost", port))
+        sender_t.sendto(data=b"keywords", addr=(host, port))
+        await wait_for(server, 5)
+        assert [data for data, _ in server.received] == [b"numeric", b"bytearray", b"memoryview", b"named", b"keywords"]
+        with pytest.raises(TypeError, match="data argument must be a bytes-like object, not 'str'"):
+            sender_t.sendto("text", (host, port))
+
+        connected_t, _ = await loop.create_datagram_endpoint(Collector, remote_addr=(host, port))
+        connected_t.sendto(b"to the peer")
+        connected_t.sendto(b"to the peer, named", (host, port))
+        await wait_for(server, 7)
+        assert [data for data, _ in server.received[5:]] == [b"to the peer", b"to the peer, named"]
+        with pytest.raises(ValueError, match="Invalid address: must be None or"):
+            connected_t.sendto(b"elsewhere", (host, port + 1))
+        for transport in (server_t, sender_t, connected_t):
+            transport.close()
+
+    run(loop_factory, main())
+
+
+def test_sendto_after_close(loop_factory, loop_name):
+    async def main():
+        loop = asyncio.get_running_loop()
+        server_t, server = await loop.create_datagram_endpoint(Collector, local_addr=("127.0.0.1", 0))
+        connected_t, _ = await loop.create_datagram_endpoint(Collector, remote_addr=server_t.get_extra_info("sockname"))
+        connected_t.close()
+        await asyncio.sleep(0)
+        connected_t.sendto(b"lost")  # asyncio counts it and drops it, without an error
+        await asyncio.sleep(0.05)
+        assert server.received == []
+        server_t.close()
+
+    run(loop_factory, main())
+
+
+@pytest.mark.uvloop_xfail("uvloop raises ValueError for an address of another family")
+def test_sendto_to_an_address_of_the_wrong_family_fails_as_asyncio(loop_factory):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+
+    def outcome(factory):
+        async def main():
+            loop = asyncio.get_running_loop()
+            transport, protocol = await loop.create_datagram_endpoint(Collector, local_addr=("127.0.0.1", 0))
+            try:
+                transport.sendto(b"x", ("::1", 9))
+                await asyncio.sleep(0.01)
+                return [type(e) for e in protocol.errors]
+            except Exception as exc:  # noqa: BLE001
+                return type(exc)
+            finally:
+                transport.close()
+
+        return run(factory, main())
+
+    assert outcome(loop_factory) == outcome(asyncio.new_event_loop)
+
+
+def test_alternating_peers_get_their_own_addresses(loop_factory):
+    """Datagrams from and to several peers in turn: each is reported with, and sent to, its own
+    address (turboloop reuses the last peer's address when the next datagram has the same)."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        server_t, server = await loop.create_datagram_endpoint(Collector, local_addr=("127.0.0.1", 0))
+        peers = [await loop.create_datagram_endpoint(Collector, local_addr=("127.0.0.1", 0)) for _ in range(3)]
+        server_addr = server_t.get_extra_info("sockname")
+        for round_ in range(3):
+            for index, (transport, _) in enumerate(peers):
+                transport.sendto(b"%d-%d" % (round_, index), server_addr)
+                await wait_for(server, round_ * 3 + index + 1)
+        expected = [
+            (b"%d-%d" % (round_, index), transport.get_extra_info("sockname"))
+            for round_ in range(3)
+            for index, (transport, _) in enumerate(peers)
+        ]
+        assert server.received == expected
+        # Replies in turn, to each sender's address as received, then to a new tuple of it.
+        for data, addr in server.received:
+            server_t.sendto(b"re:" + data, addr)
+        for _, protocol in peers:
+            await wait_for(protocol, 3)
+        for index, (transport, protocol) in enumerate(peers):
+            assert [data for data, _ in protocol.received] == [b"re:%d-%d" % (r, index) for r in range(3)]
+            server_t.sendto(b"again", tuple(transport.get_extra_info("sockname")))
+            await wait_for(protocol, 4)
+            assert protocol.received[-1] == (b"again", server_addr)
+        for transport, _ in peers:
+            transport.close()
+        server_t.close()
+
+    run(loop_factory, main())

@@ -69,6 +69,15 @@ class LoopCore:
     def _set_watchdog(self, threshold: float) -> None: ...
 
 @final
+class DatagramCore:
+    """The native hot paths of a datagram transport: reading, and sending at once."""
+
+    connected: bool
+    def __init__(self, transport: Any, fd: int, family: int, connected: bool) -> None: ...
+    def read_ready(self) -> None: ...
+    def sendto(self, data: Any, addr: Any = None) -> None: ...
+
+@final
 class SockCall:
     """The coroutine of a loop.sock_recv() or loop.sock_sendall() call."""
 

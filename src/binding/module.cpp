@@ -1,5 +1,6 @@
 // The extension module turboloop._turboloop: creates the module and registers each area.
 #include "binding/common.hpp"
+#include "binding/datagram_core.hpp"
 
 #include <system_error>
 
@@ -30,6 +31,7 @@ PYBIND11_MODULE(_turboloop, module) {
   turboloop::binding::register_handle(module);
   turboloop::binding::register_loop(module);
   turboloop::binding::register_socket_transport(module);
+  turboloop::binding::register_datagram_core(module);
   turboloop::binding::register_executor_future(module);
   turboloop::binding::register_thread_pool_executor(module);
 }
