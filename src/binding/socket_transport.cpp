@@ -72,8 +72,14 @@ void read_bytes(TransportCore& self) {
     return;
   }
   const py::object protocol = self.protocol;
-  guarded(self, "Fatal error: protocol.data_received() call failed.",
-          [&] { protocol.attr("data_received")(data); });
+  guarded(self, "Fatal error: protocol.data_received() call failed.", [&] {
+    // A vectorcall of the method by its interned name: no bound method, no argument tuple.
+    static PyObject* const name = PyUnicode_InternFromString("data_received");  // never released
+    PyObject* args[] = {protocol.ptr(), data.ptr()};
+    PyObject* result = PyObject_VectorcallMethod(name, args, 2, nullptr);
+    if (result == nullptr) throw py::error_already_set();
+    Py_DECREF(result);
+  });
 }
 
 // One read for a BufferedProtocol: straight into the buffer the protocol gives.
