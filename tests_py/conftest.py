@@ -20,6 +20,7 @@ import faulthandler
 import gc
 import importlib
 import signal
+import socket
 
 import pytest
 
@@ -113,3 +114,14 @@ def default_sigint():
     signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture
+def socket_pair():
+    """A connected pair of non-blocking Unix stream sockets, closed after the test."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()

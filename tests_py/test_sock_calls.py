@@ -20,16 +20,6 @@ import pytest
 import turboloop
 
 
-@pytest.fixture
-def pair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
-
-
 def fill(sock: socket.socket) -> int:
     """Fill the socket's send buffer; returns how much it took."""
     total = 0
@@ -40,8 +30,8 @@ def fill(sock: socket.socket) -> int:
             return total
 
 
-def test_calls_are_coroutines_for_asyncio(loop, pair):
-    a, b = pair
+def test_calls_are_coroutines_for_asyncio(loop, socket_pair):
+    a, b = socket_pair
 
     async def main():
         recv = loop.sock_recv(a, 10)
@@ -58,8 +48,8 @@ def test_calls_are_coroutines_for_asyncio(loop, pair):
 
 
 @pytest.mark.uvloop_xfail("uvloop's sock_recv waits for the loop even when data is waiting")
-def test_coroutine_protocol_errors(loop, pair):
-    a, b = pair
+def test_coroutine_protocol_errors(loop, socket_pair):
+    a, b = socket_pair
     fresh = loop.sock_recv(a, 10)
     with pytest.raises(TypeError, match="can't send non-None value to a just-started coroutine"):
         fresh.send(1)
@@ -82,8 +72,8 @@ def test_coroutine_protocol_errors(loop, pair):
 
 
 @pytest.mark.uvloop_xfail("uvloop's remove_writer returns None")
-def test_sendall_at_once_and_after_waiting(loop, pair):
-    a, b = pair
+def test_sendall_at_once_and_after_waiting(loop, socket_pair):
+    a, b = socket_pair
     payload = os.urandom(3 * 1024 * 1024)
 
     async def main():
@@ -110,8 +100,8 @@ def test_sendall_at_once_and_after_waiting(loop, pair):
 # Not buffers of wider items (an array of ints): asyncio's sock_sendall counts them in items and
 # sends forever.
 @pytest.mark.parametrize("kind", ["bytearray", "memoryview"])
-def test_sendall_of_other_buffers(loop, pair, kind):
-    a, b = pair
+def test_sendall_of_other_buffers(loop, socket_pair, kind):
+    a, b = socket_pair
     data = {"bytearray": bytearray(b"abcdefgh"), "memoryview": memoryview(b"xxabcdefghxx")[2:10]}[kind]
 
     async def main():
@@ -121,15 +111,15 @@ def test_sendall_of_other_buffers(loop, pair, kind):
     assert loop.run_until_complete(main()) == bytes(data)
 
 
-def test_sendall_of_str_fails_as_asyncio(loop, pair):
-    a, b = pair
+def test_sendall_of_str_fails_as_asyncio(loop, socket_pair):
+    a, b = socket_pair
     with pytest.raises(TypeError, match="a bytes-like object is required, not 'str'"):
         loop.run_until_complete(loop.sock_sendall(b, "text"))
 
 
 @pytest.mark.uvloop_xfail("uvloop's remove_writer returns None")
-def test_cancelled_sendall_stops_writing(loop, pair):
-    a, b = pair
+def test_cancelled_sendall_stops_writing(loop, socket_pair):
+    a, b = socket_pair
 
     async def main():
         fill(b)
@@ -165,16 +155,16 @@ def test_sendall_to_a_reset_peer(loop):
     loop.run_until_complete(main())
 
 
-def test_sendall_on_a_closed_socket(loop, pair):
-    a, b = pair
+def test_sendall_on_a_closed_socket(loop, socket_pair):
+    a, b = socket_pair
     b.close()
     with pytest.raises(OSError) as error:
         loop.run_until_complete(loop.sock_sendall(b, b"x"))
     assert error.value.errno == 9
 
 
-def test_sendall_waiting_on_a_closed_loop(loop, pair):
-    a, b = pair
+def test_sendall_waiting_on_a_closed_loop(loop, socket_pair):
+    a, b = socket_pair
     fill(b)
     coro = loop.sock_sendall(b, b"x")
     loop.close()
@@ -182,8 +172,8 @@ def test_sendall_waiting_on_a_closed_loop(loop, pair):
         coro.send(None)
 
 
-def test_blocking_socket_in_debug_mode_is_refused(loop, pair):
-    a, b = pair
+def test_blocking_socket_in_debug_mode_is_refused(loop, socket_pair):
+    a, b = socket_pair
     a.setblocking(True)
     loop.set_debug(True)
     for coro in (loop.sock_recv(a, 1), loop.sock_sendall(a, b"x")):
@@ -191,15 +181,15 @@ def test_blocking_socket_in_debug_mode_is_refused(loop, pair):
             loop.run_until_complete(coro)
 
 
-def test_blocking_socket_is_read_as_asyncio_does(loop, pair):
-    a, b = pair
+def test_blocking_socket_is_read_as_asyncio_does(loop, socket_pair):
+    a, b = socket_pair
     a.setblocking(True)
     b.send(b"ready")
     assert loop.run_until_complete(loop.sock_recv(a, 10)) == b"ready"
 
 
-def test_keyword_arguments(loop, pair):
-    a, b = pair
+def test_keyword_arguments(loop, socket_pair):
+    a, b = socket_pair
     loop.run_until_complete(loop.sock_sendall(sock=b, data=b"kw"))
     assert loop.run_until_complete(loop.sock_recv(sock=a, n=10)) == b"kw"
     with pytest.raises(TypeError):
@@ -216,8 +206,8 @@ def tloop():
     loop.close()
 
 
-def test_parked_reader_is_no_reader(tloop, pair):
-    a, b = pair
+def test_parked_reader_is_no_reader(tloop, socket_pair):
+    a, b = socket_pair
 
     async def main():
         b.send(b"x")
@@ -236,8 +226,8 @@ def test_parked_reader_is_no_reader(tloop, pair):
     tloop.run_until_complete(main())
 
 
-def test_data_for_a_parked_reader_does_not_spin_the_loop(tloop, pair):
-    a, b = pair
+def test_data_for_a_parked_reader_does_not_spin_the_loop(tloop, socket_pair):
+    a, b = socket_pair
 
     async def main():
         waiting = asyncio.ensure_future(tloop.sock_recv(a, 1))
@@ -303,8 +293,8 @@ def test_parked_reader_lets_its_socket_go(tloop):
 # awaits; turboloop stops reading at once.
 
 
-def test_throw_into_a_waiting_recv_stops_its_reader(tloop, pair):
-    a, b = pair
+def test_throw_into_a_waiting_recv_stops_its_reader(tloop, socket_pair):
+    a, b = socket_pair
 
     async def main():
         coro = tloop.sock_recv(a, 10)
@@ -320,8 +310,8 @@ def test_throw_into_a_waiting_recv_stops_its_reader(tloop, pair):
     tloop.run_until_complete(main())
 
 
-def test_closing_a_waiting_recv_stops_its_reader(tloop, pair):
-    a, b = pair
+def test_closing_a_waiting_recv_stops_its_reader(tloop, socket_pair):
+    a, b = socket_pair
 
     async def main():
         coro = tloop.sock_recv(a, 10)

@@ -9,18 +9,8 @@ import socket
 import pytest
 
 
-@pytest.fixture
-def pair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
-
-
-def test_data_waiting_is_returned_at_once_and_later_data_wakes_the_reader(loop, pair):
-    a, b = pair
+def test_data_waiting_is_returned_at_once_and_later_data_wakes_the_reader(loop, socket_pair):
+    a, b = socket_pair
 
     async def main():
         b.send(b"first")
@@ -35,8 +25,8 @@ def test_data_waiting_is_returned_at_once_and_later_data_wakes_the_reader(loop, 
     loop.run_until_complete(main())
 
 
-def test_sizes(loop, pair):
-    a, b = pair
+def test_sizes(loop, socket_pair):
+    a, b = socket_pair
 
     async def main():
         b.send(b"x")
@@ -55,18 +45,18 @@ def test_sizes(loop, pair):
 
 
 @pytest.mark.uvloop_xfail("uvloop waits for data before a zero-byte read")
-def test_zero_bytes_are_returned_at_once_when_nothing_waits(loop, pair):
+def test_zero_bytes_are_returned_at_once_when_nothing_waits(loop, socket_pair):
     # sock_recv(sock, 0) is socket.recv(0): empty at once, with or without data waiting (found
     # by the fuzzer: the native path waited for data).
-    a, b = pair
+    a, b = socket_pair
     assert loop.run_until_complete(asyncio.wait_for(loop.sock_recv(a, 0), 5)) == b""
     b.send(b"x")
     assert loop.run_until_complete(asyncio.wait_for(loop.sock_recv(a, 10), 5)) == b"x"
 
 
 @pytest.mark.uvloop_xfail("uvloop waits forever on a negative or non-int size")
-def test_bad_sizes(loop, pair):
-    a, b = pair
+def test_bad_sizes(loop, socket_pair):
+    a, b = socket_pair
 
     async def main():
         with pytest.raises(ValueError, match="negative buffersize"):
@@ -78,8 +68,8 @@ def test_bad_sizes(loop, pair):
 
 
 @pytest.mark.uvloop_xfail("uvloop's remove_reader returns None")
-def test_cancelled_recv_stops_reading(loop, pair):
-    a, b = pair
+def test_cancelled_recv_stops_reading(loop, socket_pair):
+    a, b = socket_pair
 
     async def main():
         task = asyncio.ensure_future(loop.sock_recv(a, 10))
@@ -95,8 +85,8 @@ def test_cancelled_recv_stops_reading(loop, pair):
     loop.run_until_complete(main())
 
 
-def test_completed_recv_stops_reading(loop, pair):
-    a, b = pair
+def test_completed_recv_stops_reading(loop, socket_pair):
+    a, b = socket_pair
 
     async def main():
         task = asyncio.ensure_future(loop.sock_recv(a, 10))
@@ -129,8 +119,8 @@ def test_reset_peer_raises_connection_reset(loop):
     loop.run_until_complete(main())
 
 
-def test_socket_subclass_keeps_its_own_recv(loop, pair):
-    a, b = pair
+def test_socket_subclass_keeps_its_own_recv(loop, socket_pair):
+    a, b = socket_pair
 
     class Counting(socket.socket):
         calls = 0
@@ -166,8 +156,8 @@ def test_recv_on_a_socket_owned_by_a_transport_is_refused(loop):
     loop.run_until_complete(main())
 
 
-def test_recv_on_a_closed_loop(loop, pair):
-    a, b = pair
+def test_recv_on_a_closed_loop(loop, socket_pair):
+    a, b = socket_pair
     coro = loop.sock_recv(a, 10)
     loop.close()
     with pytest.raises(RuntimeError, match="Event loop is closed"):

@@ -1253,16 +1253,6 @@ def test_unix_abstract_namespace(loop):
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def socket_pair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
-
-
 class FileLike:
     def __init__(self, fd):
         self.fd = fd

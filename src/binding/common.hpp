@@ -28,6 +28,18 @@ inline py::object caught(py::error_already_set& error) {
   return exc;
 }
 
+// The exception being raised, with its traceback, as `except ... as exc` gives it (a new
+// reference); the error indicator is cleared.
+inline PyObject* fetch_exception() {
+  PyObject *type, *value, *traceback;
+  PyErr_Fetch(&type, &value, &traceback);
+  PyErr_NormalizeException(&type, &value, &traceback);
+  if (traceback != nullptr) PyException_SetTraceback(value, traceback);
+  Py_XDECREF(type);
+  Py_XDECREF(traceback);
+  return value;
+}
+
 // The OSError (of the subclass Python picks for the number) for errno `number`, not raised.
 inline py::object os_error(int number) {
   errno = number;

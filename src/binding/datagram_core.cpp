@@ -109,12 +109,7 @@ PyObject* call_protocol(PyObject* transport, PyObject* method, PyObject* first, 
 PyObject* report_error(PyObject* transport, int error) {
   errno = error;
   PyErr_SetFromErrno(PyExc_OSError);
-  PyObject *type, *value, *traceback;
-  PyErr_Fetch(&type, &value, &traceback);
-  PyErr_NormalizeException(&type, &value, &traceback);
-  if (traceback != nullptr) PyException_SetTraceback(value, traceback);
-  Py_XDECREF(type);
-  Py_XDECREF(traceback);
+  PyObject* value = fetch_exception();
   PyObject* result = call_protocol(transport, names().error_received, value);
   Py_DECREF(value);
   if (result == nullptr) return nullptr;

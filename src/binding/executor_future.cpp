@@ -474,14 +474,9 @@ int log(const char* level, PyObject* exc, const char* message, PyObject* first, 
 // else (KeyboardInterrupt, SystemExit) stays raised and gives -1.
 int log_callback_error(NativeFuture* future) {
   if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
-  PyObject *type, *value, *traceback;
-  PyErr_Fetch(&type, &value, &traceback);
-  PyErr_NormalizeException(&type, &value, &traceback);
-  if (traceback != nullptr) PyException_SetTraceback(value, traceback);
+  PyObject* value = fetch_exception();
   const int logged = log("exception", value, "exception calling callback for %r", as_object(future));
-  Py_XDECREF(type);
-  Py_XDECREF(value);
-  Py_XDECREF(traceback);
+  Py_DECREF(value);
   return logged;
 }
 

@@ -266,14 +266,9 @@ int run_handle(Handle* self) {
     return 0;
   }
   if (PyErr_ExceptionMatches(PyExc_SystemExit) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) return -1;
-  PyObject *type, *value, *traceback;
-  PyErr_Fetch(&type, &value, &traceback);
-  PyErr_NormalizeException(&type, &value, &traceback);
-  if (traceback != nullptr) PyException_SetTraceback(value, traceback);
+  PyObject* value = fetch_exception();
   PyObject* reported = call_support("report_callback_error", self, value);
-  Py_XDECREF(type);
-  Py_XDECREF(value);
-  Py_XDECREF(traceback);
+  Py_DECREF(value);
   if (reported == nullptr) return -1;
   Py_DECREF(reported);
   return 0;

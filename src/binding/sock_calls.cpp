@@ -175,14 +175,9 @@ PyObject* ready(PyObject* object, PyObject*, PyObject*) {
     outcome = PyObject_CallMethod(self->future, "set_result", "N", result);
   } else {
     if (PyErr_ExceptionMatches(PyExc_SystemExit) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) return nullptr;
-    PyObject *type, *value, *traceback;
-    PyErr_Fetch(&type, &value, &traceback);
-    PyErr_NormalizeException(&type, &value, &traceback);
-    if (traceback != nullptr) PyException_SetTraceback(value, traceback);
+    PyObject* value = fetch_exception();
     outcome = PyObject_CallMethod(self->future, "set_exception", "O", value);
-    Py_XDECREF(type);
-    Py_XDECREF(value);
-    Py_XDECREF(traceback);
+    Py_DECREF(value);
   }
   if (outcome == nullptr) return nullptr;
   Py_DECREF(outcome);

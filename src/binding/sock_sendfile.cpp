@@ -61,15 +61,7 @@ int sock_sendfile_update_filepos(SockSendfile* self) {
 // Completes the future with `result` (stolen), or with the Python error set when it is nullptr;
 // stops the writer first, so it never runs for a finished sendfile.
 int sock_sendfile_finish(SockSendfile* self, PyObject* result) {
-  PyObject* value = result;
-  if (value == nullptr) {
-    PyObject *type, *traceback;
-    PyErr_Fetch(&type, &value, &traceback);
-    PyErr_NormalizeException(&type, &value, &traceback);
-    if (traceback != nullptr) PyException_SetTraceback(value, traceback);
-    Py_XDECREF(type);
-    Py_XDECREF(traceback);
-  }
+  PyObject* value = result != nullptr ? result : fetch_exception();
   if (sock_sendfile_unregister(self) < 0) {
     Py_DECREF(value);
     return -1;
@@ -133,13 +125,7 @@ int sock_sendfile_step(SockSendfile* self, bool from_writer) {
         PyErr_SetString(not_available, "os.sendfile call failed");
       } else if (from_writer && error == ENOTCONN) {
         // The connection closed in the middle: ConnectionError, as asyncio normalises it.
-        errno = error;
-        PyErr_SetFromErrno(PyExc_OSError);
-        PyObject *type, *cause, *traceback;
-        PyErr_Fetch(&type, &cause, &traceback);
-        PyErr_NormalizeException(&type, &cause, &traceback);
-        Py_XDECREF(type);
-        Py_XDECREF(traceback);
+        PyObject* cause = os_error(error).release().ptr();
         PyObject* exc = PyObject_CallFunction(PyExc_ConnectionError, "si", "socket is not connected", ENOTCONN);
         if (exc == nullptr) {
           Py_DECREF(cause);

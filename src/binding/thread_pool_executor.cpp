@@ -41,13 +41,7 @@ struct GilObjects {
 PyObject* call_catching(PyObject* fn, PyObject* args, PyObject* kwargs, PyObject** error) {
   PyObject* result = PyObject_Call(fn, args, kwargs);
   if (result != nullptr) return result;
-  PyObject *type, *value, *traceback;
-  PyErr_Fetch(&type, &value, &traceback);
-  PyErr_NormalizeException(&type, &value, &traceback);
-  if (traceback != nullptr) PyException_SetTraceback(value, traceback);
-  Py_XDECREF(type);
-  Py_XDECREF(traceback);
-  *error = value;
+  *error = fetch_exception();
   return nullptr;
 }
 
