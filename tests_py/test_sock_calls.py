@@ -135,7 +135,8 @@ def test_cancelled_sendall_stops_writing(loop, socket_pair):
     loop.run_until_complete(main())
 
 
-def test_sendall_to_a_reset_peer(loop):
+@pytest.mark.parametrize("call", ["sock_recv", "sock_sendall"])
+def test_a_waiting_call_fails_when_the_peer_resets(loop, call):
     async def main():
         listener = socket.create_server(("127.0.0.1", 0))
         listener.setblocking(False)
@@ -144,12 +145,16 @@ def test_sendall_to_a_reset_peer(loop):
         with listener, client:
             await loop.sock_connect(client, listener.getsockname())
             server_side, _ = await loop.sock_accept(listener)
-            fill(client)
-            task = asyncio.ensure_future(loop.sock_sendall(client, b"z" * 1_000_000))
+            if call == "sock_recv":
+                task = asyncio.ensure_future(loop.sock_recv(client, 10))
+            else:
+                fill(client)
+                task = asyncio.ensure_future(loop.sock_sendall(client, b"z" * 1_000_000))
             await asyncio.sleep(0.01)
+            assert not task.done()
             server_side.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             server_side.close()
-            with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            with pytest.raises((ConnectionResetError, BrokenPipeError) if call == "sock_sendall" else ConnectionResetError):
                 await asyncio.wait_for(task, 5)
 
     loop.run_until_complete(main())

@@ -99,26 +99,6 @@ def test_completed_recv_stops_reading(loop, socket_pair):
     loop.run_until_complete(main())
 
 
-def test_reset_peer_raises_connection_reset(loop):
-    async def main():
-        listener = socket.create_server(("127.0.0.1", 0))
-        listener.setblocking(False)
-        client = socket.socket()
-        client.setblocking(False)
-        with listener, client:
-            await loop.sock_connect(client, listener.getsockname())
-            server_side, _ = await loop.sock_accept(listener)
-            with server_side:
-                task = asyncio.ensure_future(loop.sock_recv(client, 10))
-                await asyncio.sleep(0.01)
-                server_side.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                server_side.close()
-                with pytest.raises(ConnectionResetError):
-                    await asyncio.wait_for(task, 5)
-
-    loop.run_until_complete(main())
-
-
 def test_socket_subclass_keeps_its_own_recv(loop, socket_pair):
     a, b = socket_pair
 
