@@ -24,7 +24,7 @@ from asyncio.base_events import _format_handle  # type: ignore[attr-defined]
 from asyncio.log import logger
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, TypeVarTuple, Unpack
 
-from turboloop import _datagram, _watchdog
+from turboloop import _child_exits, _datagram, _watchdog
 from turboloop._executor import ThreadPoolExecutor
 from turboloop._sslproto import SSLProtocol
 from turboloop._transport import SocketTransport
@@ -96,6 +96,7 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
         def _set_coroutine_origin_tracking(self, enabled: bool) -> None: ...
         def _asyncgen_firstiter_hook(self, agen: Any) -> None: ...
         def _asyncgen_finalizer_hook(self, agen: Any) -> None: ...
+        def _child_watcher_callback(self, pid: int, returncode: int, transp: Any) -> None: ...
 
     def __init__(self) -> None:
         LoopCore.__init__(self)
@@ -111,6 +112,7 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
         self._saved_wakeup_fd: int | None = None
         self._watchdog_callback: Callable[[_watchdog.Stall], object] | None = None
         self._datagram_view: memoryview | None = None
+        self._child_exits = _child_exits.ChildExits(self)
         if _watchdog.default is not None:
             self.set_watchdog(*_watchdog.default)
 
@@ -153,6 +155,7 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
                 source=self,
             )
             self._signal_handlers.clear()
+        self._child_exits.close()
         self._shutdown_core()
         # As the selector loop's close(): transports left open then report themselves as such.
         self._selector = None
@@ -284,6 +287,42 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
             return 0  # empty file
         result: int = await self._sock_sendfile_start(sock, fileno, offset, count or 0, blocksize)
         return result
+
+    # -- subprocesses --------------------------------------------------------------------------
+
+    async def _make_subprocess_transport(
+        self,
+        protocol: Any,
+        args: Any,
+        shell: bool,
+        stdin: Any,
+        stdout: Any,
+        stderr: Any,
+        bufsize: int,
+        extra: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        if not _child_exits.loop_may_watch():
+            return await super()._make_subprocess_transport(  # type: ignore[misc]
+                protocol, args, shell, stdin, stdout, stderr, bufsize, extra=extra, **kwargs
+            )
+        # asyncio's, with the loop watching the child's exit instead of a child watcher.
+        waiter = self.create_future()
+        transport = unix_events._UnixSubprocessTransport(  # type: ignore[attr-defined]
+            self, protocol, args, shell, stdin, stdout, stderr, bufsize, waiter=waiter, extra=extra, **kwargs
+        )
+        pid = transport.get_pid()
+        if not self._child_exits.watch(pid, transport):
+            events.get_child_watcher().add_child_handler(pid, self._child_watcher_callback, transport)
+        try:
+            await waiter
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            transport.close()
+            await transport._wait()
+            raise
+        return transport
 
     # -- transports ----------------------------------------------------------------------------
 
