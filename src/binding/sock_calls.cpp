@@ -68,10 +68,15 @@ void stop_watching(SockCall* self) {
     return;
   }
   if (replaced || core->closed || !core->fds) return;
-  if (self->kind == Kind::kRecv) {
-    core->fds->park_reader(self->fd, self->sock);
-  } else {
-    core->fds->remove(self->fd, FdWatchers::kWritable);
+  try {
+    if (self->kind == Kind::kRecv) {
+      core->fds->park_reader(self->fd, self->sock);
+    } else {
+      core->fds->remove(self->fd, FdWatchers::kWritable);
+    }
+  } catch (py::error_already_set& error) {
+    // Only a Handle's cancel() can fail here, and the coroutine's outcome stands.
+    error.discard_as_unraisable(__func__);
   }
 }
 
@@ -120,7 +125,8 @@ PySendResult delegate(SockCall* self, PyObject** out) {
   return delegate_send(self, Py_None, out);
 }
 
-// The socket's descriptor, or -1 when it is not one the native path takes (closed or blocking).
+// The socket's descriptor; -1 when it is not one the native path takes (closed or blocking), -2
+// with a Python error set when asking the socket failed.
 int usable_fd(SockCall* self) {
   PyObject* timeout = PyObject_CallMethod(self->sock, "gettimeout", nullptr);
   if (timeout == nullptr) return -2;
@@ -182,7 +188,6 @@ PyObject* ready(PyObject* object, PyObject*, PyObject*) {
   if (outcome == nullptr) return nullptr;
   Py_DECREF(outcome);
   stop_watching(self);
-  if (PyErr_Occurred()) return nullptr;
   Py_RETURN_NONE;
 }
 
