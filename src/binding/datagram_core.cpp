@@ -53,14 +53,17 @@ const Names& names() {
   return interned;
 }
 
-// asyncio's own methods, for the cases left to them.
-PyObject* asyncio_method(const char* name) {
+// asyncio's _SelectorDatagramTransport (looked up at registration; never released).
+PyObject* asyncio_class() {
   static PyObject* const cls = py::object(py::module_::import("asyncio.selector_events")
                                                .attr("_SelectorDatagramTransport"))
                                    .release()
-                                   .ptr();  // never released
-  return PyObject_GetAttrString(cls, name);
+                                   .ptr();
+  return cls;
 }
+
+// asyncio's own methods, for the cases left to them.
+PyObject* asyncio_method(const char* name) { return PyObject_GetAttrString(asyncio_class(), name); }
 
 PyObject* call_asyncio(const char* name, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   PyObject* method = asyncio_method(name);
@@ -306,6 +309,8 @@ PyTypeObject DatagramCoreType = [] {
 
 void register_datagram_core(py::module_& module) {
   if (PyType_Ready(&DatagramCoreType) < 0) throw py::error_already_set();
+  asyncio_class();  // where an import error can be raised
+  names();
   module.attr("DatagramCore") = py::handle(reinterpret_cast<PyObject*>(&DatagramCoreType));
 }
 

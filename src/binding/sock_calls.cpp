@@ -528,6 +528,10 @@ PyMethodDef loop_methods[] = {
 
 void add_sock_calls(py::handle loop_class, py::module_& module) {
   if (PyType_Ready(&SockCallType) < 0) throw py::error_already_set();
+  // Looked up now, where an import error can be raised, not first inside a coroutine step.
+  socket_type();
+  if (asyncio_method(Kind::kRecv) == nullptr || asyncio_method(Kind::kSendall) == nullptr)
+    throw py::error_already_set();
   module.attr("SockCall") = py::handle(reinterpret_cast<PyObject*>(&SockCallType));
   for (PyMethodDef& method : loop_methods) {
     auto descriptor = py::reinterpret_steal<py::object>(
