@@ -29,7 +29,8 @@ class DatagramTransport(selector_events._SelectorDatagramTransport):  # type: ig
         if self._core is not None:
             self._core.connected = bool(self._extra["peername"])
             self.sendto = self._core.sendto
-        self._view = loop._datagram_buffer()
+        else:
+            self._view = loop._datagram_buffer()
 
     def _read_ready(self) -> None:
         view = self._view

@@ -43,6 +43,31 @@ struct SockCall {
   State state;
 };
 
+// The method and attribute names used on every call, interned once (never released).
+struct Names {
+  PyObject* gettimeout = PyUnicode_InternFromString("gettimeout");
+  PyObject* fileno = PyUnicode_InternFromString("fileno");
+  PyObject* done = PyUnicode_InternFromString("done");
+  PyObject* result = PyUnicode_InternFromString("result");
+  PyObject* set_result = PyUnicode_InternFromString("set_result");
+  PyObject* set_exception = PyUnicode_InternFromString("set_exception");
+  PyObject* blocking = PyUnicode_InternFromString("_asyncio_future_blocking");
+};
+
+const Names& names() {
+  static const Names interned;
+  return interned;
+}
+
+// future.done(): 1, 0, or -1 with a Python error set.
+int future_done(PyObject* future) {
+  PyObject* done = PyObject_CallMethodNoArgs(future, names().done);
+  if (done == nullptr) return -1;
+  const int is_done = PyObject_IsTrue(done);
+  Py_DECREF(done);
+  return is_done;
+}
+
 // asyncio's own methods, for what the native path leaves to them.
 PyObject* asyncio_method(Kind kind) {
   static PyObject* const cls = py::object(py::module_::import("asyncio.selector_events")
@@ -128,12 +153,12 @@ PySendResult delegate(SockCall* self, PyObject** out) {
 // The socket's descriptor; -1 when it is not one the native path takes (closed or blocking), -2
 // with a Python error set when asking the socket failed.
 int usable_fd(SockCall* self) {
-  PyObject* timeout = PyObject_CallMethod(self->sock, "gettimeout", nullptr);
+  PyObject* timeout = PyObject_CallMethodNoArgs(self->sock, names().gettimeout);
   if (timeout == nullptr) return -2;
   const bool non_blocking = PyFloat_CheckExact(timeout) && PyFloat_AS_DOUBLE(timeout) == 0.0;
   Py_DECREF(timeout);
   if (!non_blocking) return -1;
-  PyObject* fileno = PyObject_CallMethod(self->sock, "fileno", nullptr);
+  PyObject* fileno = PyObject_CallMethodNoArgs(self->sock, names().fileno);
   if (fileno == nullptr) return -2;
   const long fd = PyLong_AsLong(fileno);
   Py_DECREF(fileno);
@@ -146,13 +171,10 @@ int usable_fd(SockCall* self) {
 PyObject* ready(PyObject* object, PyObject*, PyObject*) {
   auto* self = reinterpret_cast<SockCall*>(object);
   if (self->state != State::kWaiting) Py_RETURN_NONE;
-  PyObject* done = PyObject_CallMethod(self->future, "done", nullptr);
-  if (done == nullptr) return nullptr;
-  const int is_done = PyObject_IsTrue(done);
-  Py_DECREF(done);
+  const int is_done = future_done(self->future);
   if (is_done != 0) return is_done < 0 ? nullptr : Py_NewRef(Py_None);
   // A socket closed meanwhile fails as socket.recv()/send() would, whatever now has its number.
-  PyObject* fileno = PyObject_CallMethod(self->sock, "fileno", nullptr);
+  PyObject* fileno = PyObject_CallMethodNoArgs(self->sock, names().fileno);
   if (fileno == nullptr) return nullptr;
   const bool same = PyLong_AsLong(fileno) == self->fd;
   Py_DECREF(fileno);
@@ -178,11 +200,12 @@ PyObject* ready(PyObject* object, PyObject*, PyObject*) {
   }
   PyObject* outcome;
   if (result != nullptr) {
-    outcome = PyObject_CallMethod(self->future, "set_result", "N", result);
+    outcome = PyObject_CallMethodOneArg(self->future, names().set_result, result);
+    Py_DECREF(result);
   } else {
     if (PyErr_ExceptionMatches(PyExc_SystemExit) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) return nullptr;
     PyObject* value = fetch_exception();
-    outcome = PyObject_CallMethod(self->future, "set_exception", "O", value);
+    outcome = PyObject_CallMethodOneArg(self->future, names().set_exception, value);
     Py_DECREF(value);
   }
   if (outcome == nullptr) return nullptr;
@@ -220,7 +243,7 @@ PySendResult wait(SockCall* self, LoopCore* core, PyObject** out) {
     return finish_with(self, nullptr, out);
   }
   // What Future.__await__ sets before it yields, which a Task checks.
-  if (PyObject_SetAttrString(self->future, "_asyncio_future_blocking", Py_True) < 0)
+  if (PyObject_SetAttr(self->future, names().blocking, Py_True) < 0)
     return finish_with(self, nullptr, out);
   self->state = State::kWaiting;
   *out = Py_NewRef(self->future);
@@ -256,16 +279,13 @@ PySendResult start(SockCall* self, PyObject** out) {
 
 // Resumed by the task once the future is done: its outcome is the coroutine's.
 PySendResult resume(SockCall* self, PyObject** out) {
-  PyObject* done = PyObject_CallMethod(self->future, "done", nullptr);
-  if (done == nullptr) return finish_with(self, nullptr, out);
-  const int is_done = PyObject_IsTrue(done);
-  Py_DECREF(done);
+  const int is_done = future_done(self->future);
   if (is_done < 0) return finish_with(self, nullptr, out);
   if (is_done == 0) {
     PyErr_SetString(PyExc_RuntimeError, "await wasn't used with future");
     return finish_with(self, nullptr, out);
   }
-  return finish_with(self, PyObject_CallMethod(self->future, "result", nullptr), out);
+  return finish_with(self, PyObject_CallMethodNoArgs(self->future, names().result), out);
 }
 
 PySendResult call_send(PyObject* object, PyObject* arg, PyObject** out) {
@@ -530,6 +550,7 @@ void add_sock_calls(py::handle loop_class, py::module_& module) {
   if (PyType_Ready(&SockCallType) < 0) throw py::error_already_set();
   // Looked up now, where an import error can be raised, not first inside a coroutine step.
   socket_type();
+  names();
   if (asyncio_method(Kind::kRecv) == nullptr || asyncio_method(Kind::kSendall) == nullptr)
     throw py::error_already_set();
   module.attr("SockCall") = py::handle(reinterpret_cast<PyObject*>(&SockCallType));
