@@ -8,6 +8,7 @@
 #include "binding/schedule.hpp"
 #include "binding/sock_calls.hpp"
 #include "core/clock.hpp"
+#include "core/malloc_tuning.hpp"
 
 namespace turboloop::binding {
 namespace {
@@ -77,6 +78,7 @@ LoopCore::LoopCore()
     : uv(std::make_unique<core::UvLoop>()),
       signals(std::make_unique<core::SignalPipe>(uv->raw())),
       fds(std::make_unique<FdCallbacks>(uv->raw())) {
+  core::tune_malloc_for_io();
   timespec resolution{};
   clock_getres(CLOCK_MONOTONIC, &resolution);
   clock_resolution = static_cast<double>(resolution.tv_sec) + static_cast<double>(resolution.tv_nsec) * 1e-9;
