@@ -47,6 +47,32 @@ def test_calls_are_coroutines_for_asyncio(loop, socket_pair):
     assert loop.run_until_complete(loop.sock_recv(a, 10)) == b"z"
 
 
+@pytest.mark.parametrize("sizes", [
+    [1, 70_000, 5, 40_000, 40_000, 3, 65_536, 200_000, 10],   # small and large reads mixed
+    [30_000, 1, 30_000, 2, 30_000],                            # a large read then a small one, and back
+])
+def test_recv_returns_exactly_what_came_whatever_the_last_read(loop, socket_pair, sizes):
+    # Reads after a large one go straight into a bytes object of the full size, then shrink; reads
+    # after small ones are copied out of a scratch buffer. Every read must still return exactly
+    # the bytes sent, in order, and no more than asked.
+    a, b = socket_pair
+    payload = hashlib.shake_256(repr(sizes).encode()).digest(sum(sizes))
+
+    async def main():
+        received = bytearray()
+        offset = 0
+        for size in sizes:
+            await loop.sock_sendall(b, payload[offset:offset + size])
+            offset += size
+            while len(received) < offset:
+                chunk = await loop.sock_recv(a, min(65_536, offset - len(received)))
+                assert chunk and type(chunk) is bytes
+                received += chunk
+        return bytes(received)
+
+    assert loop.run_until_complete(main()) == payload
+
+
 @pytest.mark.uvloop_xfail("uvloop's sock_recv waits for the loop even when data is waiting")
 def test_coroutine_protocol_errors(loop, socket_pair):
     a, b = socket_pair

@@ -16,8 +16,9 @@ namespace turboloop::core {
 constexpr std::size_t kMaxRead = 256 * 1024;
 
 // The scratch buffer, kMaxRead bytes. Callers must not let two reads overlap (the binding holds
-// the GIL from the read until the copy). Static storage, not the heap: reads into an mmap'd heap
-// block made the kernel's copy several times slower (measured with perf on 100 KiB echoes).
+// the GIL from the read until the copy). Static storage, never given back to the kernel: reads
+// into freshly mapped pages made the kernel's copy several times slower (page faults, measured
+// with perf on 100 KiB echoes).
 inline char* read_scratch() {
   static char buffer[kMaxRead];
   return buffer;
