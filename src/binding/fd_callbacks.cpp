@@ -191,11 +191,7 @@ void FdCallbacks::schedule_ready(LoopScheduler& scheduler) {
       const auto found = slots_.find(fd);
       if (found == slots_.end()) return;
       const HandleRef& handle = event == FdWatchers::kReadable ? found->second.reader : found->second.writer;
-      if (handle.get() == nullptr) {
-        // Readable with nobody reading: the kernel would say so at every poll.
-        if (event == FdWatchers::kReadable && found->second.parked_by) unpark(found);
-        continue;
-      }
+      if (handle.get() == nullptr) continue;  // a parked reader's readiness: see park_reader()
       if (handle.cancelled()) {
         remove(fd, event);
       } else {

@@ -22,9 +22,11 @@ class FdCallbacks {
   void add(int fd, py::handle fileobj, unsigned event, HandleRef handle, py::handle owner = py::handle());
 
   // remove(fd, kReadable) for a reader that `owner` (a socket object) is likely to want again at
-  // once, as sock_recv() does: the descriptor stays in the kernel's set until it turns readable
-  // with no reader, until the poll after next, or until a poll that may block, so that a reader
-  // added again in between costs no epoll_ctl. A closed descriptor's number may be reused
+  // once, as sock_recv() does: the descriptor stays in the kernel's set until the poll after
+  // next, or until a poll that may block, so that a reader added again in between costs no
+  // epoll_ctl. Readiness meanwhile runs nothing (the rest of a message often waits there while
+  // the owner's task has yet to run: dropping the registration then cost an epoll_ctl pair per
+  // message), and no poll that may block ever sees it. A closed descriptor's number may be reused
   // meanwhile, so only the same owner, whose fileno() the caller has just read, may take the
   // parked registration back. The owner is held while parked, so never across a wait.
   void park_reader(int fd, py::handle owner);
