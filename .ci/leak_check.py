@@ -14,7 +14,7 @@ leak_check_at_exit=0.  Two checks, and any finding exits 1:
 
 Covers loops, handles and timers (run, cancelled, threadsafe, failing), descriptor callbacks,
 TCP and Unix transports (echo pairs, buffered protocols, writes that queue, aborts), servers,
-sock_recv, signals, subprocesses, and the thread pool (submit, map, run_in_executor, elastic).
+sock_recv, sock_recv_into, signals, subprocesses, and the thread pool (submit, map, run_in_executor, elastic).
 """
 
 from __future__ import annotations
@@ -222,6 +222,18 @@ async def sock_methods():
         await asyncio.sleep(0)
         stuck.cancel()
         await asyncio.gather(stuck, return_exceptions=True)
+        # sock_recv_into: at once, after waiting, and cancelled while it waits.
+        buffer = bytearray(100)
+        b.send(b"into")
+        assert await loop.sock_recv_into(a, buffer) == 4
+        waiting = loop.create_task(loop.sock_recv_into(a, memoryview(buffer)[10:]))
+        await asyncio.sleep(0)
+        b.send(b"later")
+        assert await waiting == 5
+        cancelled_into = loop.create_task(loop.sock_recv_into(a, buffer))
+        await asyncio.sleep(0)
+        cancelled_into.cancel()
+        await asyncio.gather(cancelled_into, return_exceptions=True)
 
 
 async def signals():

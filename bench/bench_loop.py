@@ -33,6 +33,7 @@ import os
 import platform
 import random
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -53,6 +54,7 @@ SIZES: Dict[str, int] = {
     "future": 200_000,
     "threadsafe": 200_000,
     "udp_echo": 100_000,
+    "sock_recv_into": 50_000,
     "spawn_wait": 1_000,
 }
 QUICK_SIZES: Dict[str, int] = {
@@ -63,6 +65,7 @@ QUICK_SIZES: Dict[str, int] = {
     "future": 5_000,
     "threadsafe": 5_000,
     "udp_echo": 2_000,
+    "sock_recv_into": 2_000,
     "spawn_wait": 40,
 }
 
@@ -71,6 +74,7 @@ TIMER_SPREAD = 0.001         # call_later delays drawn from [0, 1 ms)
 CANCEL_FRACTION = 0.9        # share of timers cancelled in call_later_cancel
 UDP_IN_FLIGHT = 8            # datagrams the udp_echo client keeps in flight
 UDP_PAYLOAD = b"x" * 64
+SOCK_MESSAGE = bytes(range(256)) * 4  # 1 KiB per sock_recv_into round trip
 WORKER_TIMEOUT = 300.0       # seconds before a worker is declared hung
 
 
@@ -274,6 +278,40 @@ async def wl_udp_echo(loop: asyncio.AbstractEventLoop, n: int) -> int:
     return client.received
 
 
+async def wl_sock_recv_into(loop: asyncio.AbstractEventLoop, n: int) -> int:
+    """n 1 KiB round trips over a socket pair: sock_sendall, then sock_recv_into a reused buffer,
+    echoed by a task doing the same."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+
+    async def echo() -> None:
+        buffer = bytearray(65536)
+        while True:
+            count = await loop.sock_recv_into(b, buffer)
+            if not count:
+                return
+            await loop.sock_sendall(b, buffer[:count])
+
+    echoing = loop.create_task(echo())
+    buffer = bytearray(65536)
+    received = bytearray()
+    try:
+        for _ in range(n):
+            await loop.sock_sendall(a, SOCK_MESSAGE)
+            del received[:]
+            while len(received) < len(SOCK_MESSAGE):
+                count = await loop.sock_recv_into(a, buffer)
+                assert count, "the echo closed early"
+                received += buffer[:count]
+            assert received == SOCK_MESSAGE, bytes(received[:16])
+    finally:
+        a.close()
+        await echoing
+        b.close()
+    return n
+
+
 async def wl_spawn_wait(loop: asyncio.AbstractEventLoop, n: int) -> int:
     """create_subprocess_exec('true') and wait for it, n times in a row."""
     true = shutil.which("true") or "/bin/true"
@@ -293,6 +331,7 @@ WORKLOADS: Dict[str, Callable[[asyncio.AbstractEventLoop, int],
     "future": wl_future,
     "threadsafe": wl_threadsafe,
     "udp_echo": wl_udp_echo,
+    "sock_recv_into": wl_sock_recv_into,
     "spawn_wait": wl_spawn_wait,
 }
 

@@ -7,6 +7,7 @@ a socket alive."""
 
 from __future__ import annotations
 
+import array
 import asyncio
 import gc
 import hashlib
@@ -161,7 +162,7 @@ def test_cancelled_sendall_stops_writing(loop, socket_pair):
     loop.run_until_complete(main())
 
 
-@pytest.mark.parametrize("call", ["sock_recv", "sock_sendall"])
+@pytest.mark.parametrize("call", ["sock_recv", "sock_recv_into", "sock_sendall"])
 def test_a_waiting_call_fails_when_the_peer_resets(loop, call):
     async def main():
         listener = socket.create_server(("127.0.0.1", 0))
@@ -173,6 +174,8 @@ def test_a_waiting_call_fails_when_the_peer_resets(loop, call):
             server_side, _ = await loop.sock_accept(listener)
             if call == "sock_recv":
                 task = asyncio.ensure_future(loop.sock_recv(client, 10))
+            elif call == "sock_recv_into":
+                task = asyncio.ensure_future(loop.sock_recv_into(client, bytearray(10)))
             else:
                 fill(client)
                 task = asyncio.ensure_future(loop.sock_sendall(client, b"z" * 1_000_000))
@@ -182,6 +185,82 @@ def test_a_waiting_call_fails_when_the_peer_resets(loop, call):
             server_side.close()
             with pytest.raises((ConnectionResetError, BrokenPipeError) if call == "sock_sendall" else ConnectionResetError):
                 await asyncio.wait_for(task, 5)
+
+    loop.run_until_complete(main())
+
+
+def test_recv_into_at_once_and_after_waiting(loop, socket_pair):
+    a, b = socket_pair
+
+    async def main():
+        buffer = bytearray(5)
+        b.send(b"hello world")
+        into = loop.sock_recv_into(a, buffer)
+        assert asyncio.iscoroutine(into)
+        assert await into == 5 and buffer == b"hello"
+        assert await loop.sock_recv_into(a, memoryview(buffer)[1:3]) == 2 and buffer == b"h wlo"
+        assert await loop.sock_recv_into(a, buffer) == 4 and buffer == b"orldo"
+        waiting = asyncio.ensure_future(loop.sock_recv_into(a, buffer))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        buffer.extend(b"!!")  # the buffer is not held while the call waits, as asyncio's
+        b.send(b"XYZ")
+        assert await waiting == 3 and buffer == b"XYZdo!!"
+        b.close()
+        assert await loop.sock_recv_into(a, buffer) == 0  # end of stream
+
+    loop.run_until_complete(main())
+
+
+@pytest.mark.parametrize("make", [
+    lambda: bytearray(),                        # nothing to read into
+    lambda: array.array("i", [0, 0]),           # a writable buffer of ints
+    lambda: memoryview(bytearray(16))[::2],     # not contiguous
+], ids=["empty", "array", "strided"])
+def test_recv_into_other_buffers_as_asyncio(loop, socket_pair, make):
+    a, b = socket_pair
+    b.send(b"abcdefgh")
+    expected_loop = asyncio.new_event_loop()
+    try:
+        expected_buffer, buffer = make(), make()
+        try:
+            expected = expected_loop.run_until_complete(expected_loop.sock_recv_into(a, expected_buffer))
+        except Exception as error:  # noqa: BLE001 - the outcome to compare
+            expected = type(error), str(error)
+        # Put back what asyncio's call took, so that both calls find the same bytes waiting.
+        b.send(b"abcdefgh"[:expected] if isinstance(expected, int) else b"")
+        try:
+            got = loop.run_until_complete(loop.sock_recv_into(a, buffer))
+        except Exception as error:  # noqa: BLE001
+            got = type(error), str(error)
+    finally:
+        expected_loop.close()
+    assert got == expected
+    assert bytes(buffer) == bytes(expected_buffer)
+
+
+@pytest.mark.parametrize("buffer", [b"bytes", memoryview(b"read-only")], ids=["bytes", "readonly-view"])
+def test_recv_into_a_read_only_buffer_fails_as_asyncio(loop, socket_pair, buffer):
+    a, b = socket_pair
+    b.send(b"x")
+    with pytest.raises(TypeError, match="read-write bytes-like object"):
+        loop.run_until_complete(loop.sock_recv_into(a, buffer))
+
+
+def test_cancelled_recv_into_leaves_the_data(loop, socket_pair):
+    a, b = socket_pair
+
+    async def main():
+        buffer = bytearray(10)
+        waiting = asyncio.ensure_future(loop.sock_recv_into(a, buffer))
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        b.send(b"kept")
+        await asyncio.sleep(0.01)
+        assert buffer == bytearray(10)
+        assert await loop.sock_recv(a, 10) == b"kept"
 
     loop.run_until_complete(main())
 

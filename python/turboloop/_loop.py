@@ -30,7 +30,7 @@ from turboloop._sslproto import SSLProtocol
 from turboloop._transport import SocketTransport
 from turboloop._turboloop import LoopCore, SockCall
 
-# sock_recv and sock_sendall return SockCall objects: coroutines for asyncio.iscoroutine(), and so
+# sock_recv, sock_recv_into and sock_sendall return SockCall objects: coroutines for asyncio.iscoroutine(), and so
 # for create_task() and run_until_complete().
 collections.abc.Coroutine.register(SockCall)
 

@@ -7,7 +7,7 @@ from concurrent.futures import Future
 from contextvars import Context
 from typing import Any, Callable, Iterable, final
 
-from _typeshed import ReadableBuffer
+from _typeshed import ReadableBuffer, WriteableBuffer
 
 from typing_extensions import disjoint_base
 
@@ -61,6 +61,7 @@ class LoopCore:
     def _remove_writer(self, fd: Any) -> bool: ...
     def _fd_key(self, fd: Any) -> tuple[int, Handle | None, Handle | None] | None: ...
     def sock_recv(self, sock: socket.socket, n: int) -> Coroutine[Any, Any, bytes]: ...
+    def sock_recv_into(self, sock: socket.socket, buf: WriteableBuffer) -> Coroutine[Any, Any, int]: ...
     def sock_sendall(self, sock: socket.socket, data: ReadableBuffer) -> Coroutine[Any, Any, None]: ...
     def _sock_sendfile_start(
         self, sock: Any, file: int, offset: int, count: int, blocksize: int
@@ -79,7 +80,7 @@ class DatagramCore:
 
 @final
 class SockCall:
-    """The coroutine of a loop.sock_recv() or loop.sock_sendall() call."""
+    """The coroutine of a loop.sock_recv(), sock_recv_into() or sock_sendall() call."""
 
     __name__: str
     __qualname__: str

@@ -1,15 +1,16 @@
-// loop.sock_recv() and loop.sock_sendall() as native coroutines: SockCall objects, which Tasks
-// drive and `await` takes like any coroutine (send, throw, close, __await__). A call on a plain
-// non-blocking socket.socket with bytes-like data asyncio would pass through unchanged (int
-// sizes, bytes or bytearray) reads or sends at once and, when the socket is not ready, waits on
-// a future with a native reader or writer; anything else (debug mode, a blocking or closed
-// socket, a socket subclass, other argument types) runs asyncio's own coroutine, so its behaviour
-// and errors stay asyncio's.
+// loop.sock_recv(), loop.sock_recv_into() and loop.sock_sendall() as native coroutines: SockCall
+// objects, which Tasks drive and `await` takes like any coroutine (send, throw, close,
+// __await__). A call on a plain non-blocking socket.socket with arguments asyncio would pass
+// through unchanged (an int size; a bytearray or a writable memoryview to read into; bytes or a
+// bytearray to send) reads or sends at once and, when the socket is not ready, waits on a future
+// with a native reader or writer; anything else (debug mode, a blocking or closed socket, a
+// socket subclass, other argument types) runs asyncio's own coroutine, so its behaviour and
+// errors stay asyncio's.
 //
 // asyncio stops reading or writing in a done callback of the future; here the reader or writer
 // stops as soon as it completes the future, or when the coroutine is resumed, thrown into,
-// closed or freed. sock_recv's reader is parked (FdCallbacks::park_reader), as the next
-// sock_recv on the socket usually follows at once.
+// closed or freed. A reader is parked (FdCallbacks::park_reader), as the next read on the socket
+// usually follows at once.
 #include "binding/sock_calls.hpp"
 
 #include "binding/fd_callbacks.hpp"
@@ -24,14 +25,14 @@ namespace {
 
 using core::FdWatchers;
 
-enum class Kind : char { kRecv, kSendall };
+enum class Kind : char { kRecv, kRecvInto, kSendall };
 enum class State : char { kCreated, kWaiting, kDelegating, kFinished };
 
 struct SockCall {
   PyObject_HEAD
   PyObject* loop;      // the Python loop
   PyObject* sock;      // the socket.socket
-  PyObject* arg;       // recv: the size (an int); sendall: the data
+  PyObject* arg;       // recv: the size (an int); recv_into: the buffer; sendall: the data
   PyObject* future;    // kWaiting: what the task waits on
   PyObject* handle;    // kWaiting: the reader or writer Handle, until it stops
   PyObject* delegate;  // kDelegating: asyncio's coroutine, which does the work instead
@@ -75,8 +76,17 @@ PyObject* asyncio_method(Kind kind) {
                                    .release()
                                    .ptr();  // never released
   static PyObject* const recv = PyObject_GetAttrString(cls, "sock_recv");
+  static PyObject* const recv_into = PyObject_GetAttrString(cls, "sock_recv_into");
   static PyObject* const sendall = PyObject_GetAttrString(cls, "sock_sendall");
-  return kind == Kind::kRecv ? recv : sendall;
+  switch (kind) {
+    case Kind::kRecv:
+      return recv;
+    case Kind::kRecvInto:
+      return recv_into;
+    case Kind::kSendall:
+      break;
+  }
+  return sendall;
 }
 
 // Stops the reader or writer, unless another callback replaced it (add_reader on the same
@@ -94,7 +104,7 @@ void stop_watching(SockCall* self) {
   }
   if (replaced || core->closed || !core->fds) return;
   try {
-    if (self->kind == Kind::kRecv) {
+    if (self->kind != Kind::kSendall) {
       core->fds->park_reader(self->fd, self->sock);
     } else {
       core->fds->remove(self->fd, FdWatchers::kWritable);
@@ -166,6 +176,23 @@ int usable_fd(SockCall* self) {
   return fd < 0 || fd > INT_MAX ? -1 : static_cast<int>(fd);
 }
 
+// One recv_into(): the count as an int; nullptr with `error` = EAGAIN when nothing is waiting, or
+// with a Python error set. The buffer is held only for the read, as socket.recv_into() holds it.
+PyObject* read_into(int fd, PyObject* buffer, int& error) {
+  error = 0;
+  Py_buffer view;
+  if (PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE) < 0) return nullptr;
+  const ssize_t count = core::receive(fd, view.buf, static_cast<std::size_t>(view.len));
+  PyBuffer_Release(&view);
+  if (count >= 0) return PyLong_FromSsize_t(count);
+  error = static_cast<int>(-count);
+  if (error != EAGAIN) {
+    errno = error;
+    PyErr_SetFromErrno(PyExc_OSError);
+  }
+  return nullptr;
+}
+
 // The reader or writer the loop runs when the socket is ready (asyncio's _sock_recv and
 // _sock_sendall): it completes the future, or waits on.
 PyObject* ready(PyObject* object, PyObject*, PyObject*) {
@@ -186,6 +213,10 @@ PyObject* ready(PyObject* object, PyObject*, PyObject*) {
     int error;
     result = read_socket(self->fd, static_cast<std::size_t>(self->size), error);
     if (result == nullptr && error == EAGAIN) Py_RETURN_NONE;  // try again next time
+  } else if (self->kind == Kind::kRecvInto) {
+    int error;
+    result = read_into(self->fd, self->arg, error);
+    if (result == nullptr && error == EAGAIN) Py_RETURN_NONE;
   } else {
     const auto* bytes = static_cast<const char*>(self->view.buf);
     const ssize_t sent = core::send_some(self->fd, bytes + self->sent, static_cast<std::size_t>(self->view.len - self->sent));
@@ -234,7 +265,7 @@ PySendResult wait(SockCall* self, LoopCore* core, PyObject** out) {
     if (handle == nullptr) throw py::error_already_set();
     HandleRef callback(handle);
     self->handle = Py_NewRef(reinterpret_cast<PyObject*>(handle));
-    const bool reading = self->kind == Kind::kRecv;
+    const bool reading = self->kind != Kind::kSendall;
     core->fds->add(self->fd, py::int_(self->fd), reading ? FdWatchers::kReadable : FdWatchers::kWritable,
                    std::move(callback), reading ? py::handle(self->sock) : py::handle());
   } catch (py::error_already_set& error) {
@@ -263,6 +294,12 @@ PySendResult start(SockCall* self, PyObject** out) {
     int error;
     PyObject* data = read_socket(fd, static_cast<std::size_t>(self->size), error);
     if (data != nullptr || error != EAGAIN) return finish_with(self, data, out);
+    return wait(self, core, out);
+  }
+  if (self->kind == Kind::kRecvInto) {
+    int error;
+    PyObject* count = read_into(fd, self->arg, error);
+    if (count != nullptr || error != EAGAIN) return finish_with(self, count, out);
     return wait(self, core, out);
   }
   if (PyObject_GetBuffer(self->arg, &self->view, PyBUF_SIMPLE) < 0) return finish_with(self, nullptr, out);
@@ -405,14 +442,24 @@ PyObject* close_method(PyObject* object, PyObject*) {
 
 PyObject* await_method(PyObject* object) { return Py_NewRef(object); }
 
+const char* method_name(Kind kind) {
+  switch (kind) {
+    case Kind::kRecv:
+      return "sock_recv";
+    case Kind::kRecvInto:
+      return "sock_recv_into";
+    case Kind::kSendall:
+      break;
+  }
+  return "sock_sendall";
+}
+
 PyObject* get_name(PyObject* object, void*) {
-  return PyUnicode_FromString(reinterpret_cast<SockCall*>(object)->kind == Kind::kRecv ? "sock_recv" : "sock_sendall");
+  return PyUnicode_FromString(method_name(reinterpret_cast<SockCall*>(object)->kind));
 }
 
 PyObject* get_qualname(PyObject* object, void*) {
-  return PyUnicode_FromString(reinterpret_cast<SockCall*>(object)->kind == Kind::kRecv
-                                  ? "BaseSelectorEventLoop.sock_recv"
-                                  : "BaseSelectorEventLoop.sock_sendall");
+  return PyUnicode_FromFormat("BaseSelectorEventLoop.%s", method_name(reinterpret_cast<SockCall*>(object)->kind));
 }
 
 int traverse(PyObject* object, visitproc visit, void* arg) {
@@ -467,7 +514,7 @@ PyTypeObject SockCallType = [] {
   type.tp_name = "turboloop._turboloop.SockCall";
   type.tp_basicsize = sizeof(SockCall);
   type.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC;
-  type.tp_doc = "The coroutine of a loop.sock_recv() or loop.sock_sendall() call.";
+  type.tp_doc = "The coroutine of a loop.sock_recv(), sock_recv_into() or sock_sendall() call.";
   type.tp_as_async = &async_methods;
   type.tp_iternext = call_iternext;
   type.tp_call = ready;
@@ -485,8 +532,18 @@ PyTypeObject* socket_type() {
   return reinterpret_cast<PyTypeObject*>(type);
 }
 
-// sock_recv(sock, n) and sock_sendall(sock, data): a SockCall when the arguments are the plain
-// ones it takes, else asyncio's coroutine (which also gives the argument errors).
+// A buffer sock_recv_into() reads into natively: a bytearray, or a writable C-contiguous
+// memoryview, not empty (recv_into() of nothing is left to asyncio's code, as other buffers are).
+bool native_read_buffer(PyObject* buffer) {
+  if (PyByteArray_CheckExact(buffer)) return PyByteArray_GET_SIZE(buffer) > 0;
+  if (!PyMemoryView_Check(buffer)) return false;
+  const Py_buffer* view = PyMemoryView_GET_BUFFER(buffer);
+  return !view->readonly && PyBuffer_IsContiguous(view, 'C') && view->len > 0;
+}
+
+// sock_recv(sock, n), sock_recv_into(sock, buf) and sock_sendall(sock, data): a SockCall when the
+// arguments are the plain ones it takes, else asyncio's coroutine (which also gives the argument
+// errors).
 PyObject* make_call(Kind kind, PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   bool native = kwnames == nullptr && nargs == 2 && Py_TYPE(args[0]) == socket_type();
   Py_ssize_t size = 0;
@@ -497,6 +554,8 @@ PyObject* make_call(Kind kind, PyObject* self, PyObject* const* args, Py_ssize_t
       if (size == -1 && PyErr_Occurred()) PyErr_Clear();
       native = size >= 0;
     }
+  } else if (native && kind == Kind::kRecvInto) {
+    native = native_read_buffer(args[1]);
   } else if (native) {
     native = PyBytes_CheckExact(args[1]) || PyByteArray_CheckExact(args[1]);
   }
@@ -529,6 +588,10 @@ PyObject* sock_recv(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyO
   return make_call(Kind::kRecv, self, args, nargs, kwnames);
 }
 
+PyObject* sock_recv_into(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return make_call(Kind::kRecvInto, self, args, nargs, kwnames);
+}
+
 PyObject* sock_sendall(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
   return make_call(Kind::kSendall, self, args, nargs, kwnames);
 }
@@ -538,6 +601,10 @@ PyMethodDef loop_methods[] = {
      METH_FASTCALL | METH_KEYWORDS,
      "sock_recv($self, sock, n)\n--\n\n"
      "Receive up to n bytes from the non-blocking socket sock (a coroutine)."},
+    {"sock_recv_into", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(sock_recv_into)),
+     METH_FASTCALL | METH_KEYWORDS,
+     "sock_recv_into($self, sock, buf)\n--\n\n"
+     "Receive into buf from the non-blocking socket sock; the number of bytes received (a coroutine)."},
     {"sock_sendall", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(sock_sendall)),
      METH_FASTCALL | METH_KEYWORDS,
      "sock_sendall($self, sock, data)\n--\n\n"
@@ -551,7 +618,8 @@ void add_sock_calls(py::handle loop_class, py::module_& module) {
   // Looked up now, where an import error can be raised, not first inside a coroutine step.
   socket_type();
   names();
-  if (asyncio_method(Kind::kRecv) == nullptr || asyncio_method(Kind::kSendall) == nullptr)
+  if (asyncio_method(Kind::kRecv) == nullptr || asyncio_method(Kind::kRecvInto) == nullptr ||
+      asyncio_method(Kind::kSendall) == nullptr)
     throw py::error_already_set();
   module.attr("SockCall") = py::handle(reinterpret_cast<PyObject*>(&SockCallType));
   for (PyMethodDef& method : loop_methods) {
