@@ -222,7 +222,11 @@ async def sock_methods():
         await asyncio.sleep(0)
         stuck.cancel()
         await asyncio.gather(stuck, return_exceptions=True)
-        # sock_recv_into: at once, after waiting, and cancelled while it waits.
+    # sock_recv_into: at once, after waiting, and cancelled while it waits.
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        b.setblocking(False)
         buffer = bytearray(100)
         b.send(b"into")
         assert await loop.sock_recv_into(a, buffer) == 4
