@@ -239,12 +239,34 @@ def test_recv_into_other_buffers_as_asyncio(loop, socket_pair, make):
     assert bytes(buffer) == bytes(expected_buffer)
 
 
-@pytest.mark.parametrize("buffer", [b"bytes", memoryview(b"read-only")], ids=["bytes", "readonly-view"])
-def test_recv_into_a_read_only_buffer_fails_as_asyncio(loop, socket_pair, buffer):
+def released_view() -> memoryview:
+    view = memoryview(bytearray(4))
+    view.release()
+    return view
+
+
+@pytest.mark.parametrize("make", [lambda: b"bytes", lambda: memoryview(b"read-only"), released_view],
+                         ids=["bytes", "readonly-view", "released-view"])
+def test_recv_into_a_buffer_it_cannot_write_fails_as_asyncio(loop, socket_pair, make):
     a, b = socket_pair
     b.send(b"x")
-    with pytest.raises(TypeError, match="read-write bytes-like object"):
-        loop.run_until_complete(loop.sock_recv_into(a, buffer))
+    with pytest.raises(TypeError, match=r"recv_into\(\) argument 1 must be read-write bytes-like object, not "):
+        loop.run_until_complete(loop.sock_recv_into(a, make()))
+
+
+def test_recv_into_a_view_released_while_waiting_fails_as_asyncio(loop, socket_pair):
+    a, b = socket_pair
+
+    async def main():
+        view = memoryview(bytearray(4))
+        waiting = asyncio.ensure_future(loop.sock_recv_into(a, view))
+        await asyncio.sleep(0.01)
+        view.release()
+        b.send(b"x")
+        with pytest.raises(TypeError, match="must be read-write bytes-like object, not memoryview"):
+            await asyncio.wait_for(waiting, 5)
+
+    loop.run_until_complete(main())
 
 
 def test_cancelled_recv_into_leaves_the_data(loop, socket_pair):

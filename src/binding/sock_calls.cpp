@@ -177,11 +177,17 @@ int usable_fd(SockCall* self) {
 }
 
 // One recv_into(): the count as an int; nullptr with `error` = EAGAIN when nothing is waiting, or
-// with a Python error set. The buffer is held only for the read, as socket.recv_into() holds it.
+// with a Python error set. The buffer is held only for the read, as socket.recv_into() holds it,
+// and one it cannot take (a memoryview released meanwhile) fails with socket.recv_into()'s error.
 PyObject* read_into(int fd, PyObject* buffer, int& error) {
   error = 0;
   Py_buffer view;
-  if (PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE) < 0) return nullptr;
+  if (PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE) < 0) {
+    PyErr_Clear();
+    PyErr_Format(PyExc_TypeError, "recv_into() argument 1 must be read-write bytes-like object, not %.50s",
+                 Py_TYPE(buffer)->tp_name);
+    return nullptr;
+  }
   const ssize_t count = core::receive(fd, view.buf, static_cast<std::size_t>(view.len));
   PyBuffer_Release(&view);
   if (count >= 0) return PyLong_FromSsize_t(count);
