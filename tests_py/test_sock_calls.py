@@ -63,12 +63,14 @@ def test_recv_returns_exactly_what_came_whatever_the_last_read(loop, socket_pair
         received = bytearray()
         offset = 0
         for size in sizes:
-            await loop.sock_sendall(b, payload[offset:offset + size])
+            # Sent by a task, so that a message larger than the socket's buffer cannot block it.
+            sending = asyncio.ensure_future(loop.sock_sendall(b, payload[offset:offset + size]))
             offset += size
             while len(received) < offset:
                 chunk = await loop.sock_recv(a, min(65_536, offset - len(received)))
                 assert chunk and type(chunk) is bytes
                 received += chunk
+            await sending
         return bytes(received)
 
     assert loop.run_until_complete(main()) == payload
