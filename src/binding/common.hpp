@@ -48,6 +48,17 @@ inline py::object os_error(int number) {
   return caught(error);
 }
 
+// sock.fileno() by an interned name (no str or bound method made on every call): the number, or
+// -1 with a Python error set (a closed socket's -1 comes without one).
+inline long socket_fileno(PyObject* sock) {
+  static PyObject* const name = PyUnicode_InternFromString("fileno");  // never released
+  PyObject* number = PyObject_CallMethodNoArgs(sock, name);
+  if (number == nullptr) return -1;
+  const long fd = PyLong_AsLong(number);
+  Py_DECREF(number);
+  return fd;
+}
+
 // A function of the pure-Python helper module turboloop._support, looked up once.
 py::object support(const char* name);
 

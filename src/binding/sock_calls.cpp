@@ -47,7 +47,6 @@ struct SockCall {
 // The method and attribute names used on every call, interned once (never released).
 struct Names {
   PyObject* gettimeout = PyUnicode_InternFromString("gettimeout");
-  PyObject* fileno = PyUnicode_InternFromString("fileno");
   PyObject* done = PyUnicode_InternFromString("done");
   PyObject* result = PyUnicode_InternFromString("result");
   PyObject* set_result = PyUnicode_InternFromString("set_result");
@@ -168,10 +167,7 @@ int usable_fd(SockCall* self) {
   const bool non_blocking = PyFloat_CheckExact(timeout) && PyFloat_AS_DOUBLE(timeout) == 0.0;
   Py_DECREF(timeout);
   if (!non_blocking) return -1;
-  PyObject* fileno = PyObject_CallMethodNoArgs(self->sock, names().fileno);
-  if (fileno == nullptr) return -2;
-  const long fd = PyLong_AsLong(fileno);
-  Py_DECREF(fileno);
+  const long fd = socket_fileno(self->sock);
   if (fd == -1 && PyErr_Occurred()) return -2;
   return fd < 0 || fd > INT_MAX ? -1 : static_cast<int>(fd);
 }
@@ -199,6 +195,13 @@ PyObject* read_into(int fd, PyObject* buffer, int& error) {
   return nullptr;
 }
 
+// One read of a recv or recv_into call on its descriptor: the bytes, or the count; nullptr with
+// `error` = EAGAIN when nothing is waiting, or with a Python error set.
+PyObject* read_once(SockCall* self, int& error) {
+  if (self->kind == Kind::kRecvInto) return read_into(self->fd, self->arg, error);
+  return read_socket(self->fd, static_cast<std::size_t>(self->size), error);
+}
+
 // The reader or writer the loop runs when the socket is ready (asyncio's _sock_recv and
 // _sock_sendall): it completes the future, or waits on.
 PyObject* ready(PyObject* object, PyObject*, PyObject*) {
@@ -207,22 +210,17 @@ PyObject* ready(PyObject* object, PyObject*, PyObject*) {
   const int is_done = future_done(self->future);
   if (is_done != 0) return is_done < 0 ? nullptr : Py_NewRef(Py_None);
   // A socket closed meanwhile fails as socket.recv()/send() would, whatever now has its number.
-  PyObject* fileno = PyObject_CallMethodNoArgs(self->sock, names().fileno);
-  if (fileno == nullptr) return nullptr;
-  const bool same = PyLong_AsLong(fileno) == self->fd;
-  Py_DECREF(fileno);
+  const long fd = socket_fileno(self->sock);
+  if (fd == -1 && PyErr_Occurred()) return nullptr;
+  const bool same = fd == self->fd;
   PyObject* result = nullptr;
   if (!same) {
     errno = EBADF;
     PyErr_SetFromErrno(PyExc_OSError);
-  } else if (self->kind == Kind::kRecv) {
+  } else if (self->kind != Kind::kSendall) {
     int error;
-    result = read_socket(self->fd, static_cast<std::size_t>(self->size), error);
+    result = read_once(self, error);
     if (result == nullptr && error == EAGAIN) Py_RETURN_NONE;  // try again next time
-  } else if (self->kind == Kind::kRecvInto) {
-    int error;
-    result = read_into(self->fd, self->arg, error);
-    if (result == nullptr && error == EAGAIN) Py_RETURN_NONE;
   } else {
     const auto* bytes = static_cast<const char*>(self->view.buf);
     const ssize_t sent = core::send_some(self->fd, bytes + self->sent, static_cast<std::size_t>(self->view.len - self->sent));
@@ -296,16 +294,10 @@ PySendResult start(SockCall* self, PyObject** out) {
   if (fd == -2) return finish_with(self, nullptr, out);
   if (fd < 0) return delegate(self, out);
   self->fd = fd;
-  if (self->kind == Kind::kRecv) {
+  if (self->kind != Kind::kSendall) {
     int error;
-    PyObject* data = read_socket(fd, static_cast<std::size_t>(self->size), error);
-    if (data != nullptr || error != EAGAIN) return finish_with(self, data, out);
-    return wait(self, core, out);
-  }
-  if (self->kind == Kind::kRecvInto) {
-    int error;
-    PyObject* count = read_into(fd, self->arg, error);
-    if (count != nullptr || error != EAGAIN) return finish_with(self, count, out);
+    PyObject* result = read_once(self, error);
+    if (result != nullptr || error != EAGAIN) return finish_with(self, result, out);
     return wait(self, core, out);
   }
   if (PyObject_GetBuffer(self->arg, &self->view, PyBUF_SIMPLE) < 0) return finish_with(self, nullptr, out);

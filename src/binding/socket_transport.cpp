@@ -142,11 +142,9 @@ void count_write_after_loss(TransportCore& self) {
 // the kernel may since have given another socket must never be written to.
 int live_fd(const TransportCore& self) {
   if (self.fd < 0) return -1;
-  // By an interned name: no str or bound method made on every write.
-  static PyObject* const fileno = PyUnicode_InternFromString("fileno");  // never released
-  const auto number = py::reinterpret_steal<py::object>(PyObject_CallMethodNoArgs(self.sock.ptr(), fileno));
-  if (!number) throw py::error_already_set();
-  return number.cast<int>() == self.fd ? self.fd : -1;
+  const long fd = socket_fileno(self.sock.ptr());
+  if (fd == -1 && PyErr_Occurred()) throw py::error_already_set();
+  return fd == self.fd ? self.fd : -1;
 }
 
 // A non-contiguous memoryview, as asyncio 3.11 treats it: socket.send() refuses it (a fatal error
