@@ -17,6 +17,7 @@ bounded, and everything a test opens is closed before it ends (pytest runs with
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import socket
 import threading
@@ -175,6 +176,57 @@ def test_write_by_keyword_and_through_the_class(loop):
             assert await recv_exactly(loop, peer, 4) == b"abcd"
             assert not transport.is_closing()
         finally:
+            await close_transport(transport, proto, peer)
+
+    run(loop, main())
+
+
+class SlottedSocket(socket.socket):
+    """A socket subclass whose instances have no __dict__, as socket.socket's."""
+
+    __slots__ = ()
+
+
+class DictSocket(socket.socket):
+    """A socket subclass whose instances have a __dict__ (an attribute could shadow fileno)."""
+
+
+class CountingSocket(socket.socket):
+    """A socket subclass with its own fileno()."""
+
+    __slots__ = ("filenos",)
+
+    def fileno(self):
+        self.filenos += 1
+        return super().fileno()
+
+
+@pytest.mark.uvloop_xfail("uvloop's write() on a socket closed under it reports no error: no connection_lost")
+@pytest.mark.parametrize("socket_class", [socket.socket, SlottedSocket, DictSocket, CountingSocket])
+def test_write_after_the_user_closed_the_socket_is_fatal(loop, socket_class):
+    """Writes go out on a socket of any socket class; once the user closes the socket under the
+    transport, the next write() is a fatal error, connection_lost(OSError EBADF), and the peer
+    gets the close's EOF and nothing else."""
+
+    async def main():
+        a, peer = socket.socketpair()
+        sock = socket_class(fileno=a.detach())
+        if socket_class is CountingSocket:
+            sock.filenos = 0
+        peer.setblocking(False)
+        loop.set_exception_handler(lambda _loop, context: None)  # the fatal error is logged
+        transport, proto = await loop.connect_accepted_socket(lambda: Recorder(loop), sock)
+        try:
+            for _ in range(3):
+                transport.write(b"abc")
+            assert await recv_exactly(loop, peer, 9) == b"abc" * 3
+            sock.close()
+            transport.write(b"lost")
+            exc = await asyncio.wait_for(asyncio.shield(proto.lost), 2)
+            assert isinstance(exc, OSError) and exc.errno == errno.EBADF
+            assert await recv_exactly(loop, peer, 100) == b""  # the close's EOF, and nothing else
+        finally:
+            loop.set_exception_handler(None)
             await close_transport(transport, proto, peer)
 
     run(loop, main())

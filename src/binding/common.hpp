@@ -48,11 +48,36 @@ inline py::object os_error(int number) {
   return caught(error);
 }
 
-// sock.fileno() by an interned name (no str or bound method made on every call): the number, or
-// -1 with a Python error set (a closed socket's -1 comes without one).
+// sock.fileno(): the number, or -1 with a Python error set (a closed socket's -1 comes without
+// one). The transport's writes and SockCall ask it on every call, so that a socket its user closed,
+// whose number the kernel may have given to another file since, is never read or written.
+//
+// Looking the method up was most of its cost. For a socket type whose fileno is _socket.socket's
+// own (socket.socket, and subclasses that neither override it nor give instances a dict to shadow
+// it), the method descriptor is called directly. The type is remembered with its version tag,
+// which CPython changes whenever the type or one of its bases is modified.
 inline long socket_fileno(PyObject* sock) {
   static PyObject* const name = PyUnicode_InternFromString("fileno");  // never released
-  PyObject* number = PyObject_CallMethodNoArgs(sock, name);
+  static PyObject* const native =  // the method descriptor; never released
+      py::object(py::module_::import("_socket").attr("socket").attr("fileno")).release().ptr();
+  // The last type asked about, at its version tag (0: not remembered), and whether its fileno
+  // is `native`.
+  static PyTypeObject* known_type = nullptr;
+  static unsigned int known_version = 0;
+  static bool known_native = false;
+  PyTypeObject* type = Py_TYPE(sock);
+  if (type != known_type || known_version == 0 || type->tp_version_tag != known_version) {
+    PyObject* found = nullptr;
+    if (type->tp_getattro == PyObject_GenericGetAttr && type->tp_dictoffset == 0) {
+      found = PyObject_GetAttr(reinterpret_cast<PyObject*>(type), name);
+      if (found == nullptr) PyErr_Clear();
+    }
+    known_type = type;
+    known_version = type->tp_version_tag;
+    known_native = found == native;
+    Py_XDECREF(found);
+  }
+  PyObject* number = known_native ? PyObject_Vectorcall(native, &sock, 1, nullptr) : PyObject_CallMethodNoArgs(sock, name);
   if (number == nullptr) return -1;
   const long fd = PyLong_AsLong(number);
   Py_DECREF(number);
