@@ -70,6 +70,29 @@ def test_is_abstract_event_loop(loop):
     assert loop.get_debug() is False
 
 
+def attribute_dicts(obj):
+    """The dicts holding an event loop's instance attributes that the garbage collector sees."""
+    return [ref for ref in gc.get_referents(obj) if type(ref) is dict and "_default_executor" in ref]
+
+
+def test_loop_attributes_are_stored_as_on_a_plain_asyncio_loop(loop):
+    """CPython keeps a plain asyncio loop's attributes inline, with no dict until one is asked
+    for; the loop's are kept the same way, before and after it ran (method lookups on it from C,
+    a Future's get_debug() for one, then skip a dict lookup)."""
+    reference = asyncio.SelectorEventLoop()
+    try:
+        reference.run_until_complete(asyncio.sleep(0))
+        loop.run_until_complete(asyncio.sleep(0))
+        assert attribute_dicts(reference) == []
+        assert attribute_dicts(loop) == []
+        assert "_default_executor" in vars(reference)
+        assert attribute_dicts(reference) == [vars(reference)]  # asked for: now there is one
+        loop.custom = 1
+        assert loop.custom == 1
+    finally:
+        reference.close()
+
+
 @pytest.mark.uvloop_xfail("uvloop's repr is '<uvloop.Loop ... at 0x...>'")
 def test_repr(loop):
     name = type(loop).__name__

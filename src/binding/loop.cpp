@@ -72,6 +72,24 @@ int clear(PyObject* self) {
   return 0;
 }
 
+// object.__new__, then pybind11's layout. pybind11's own tp_new leaves out the inline attribute
+// values object.__new__ gives instances of a Python subclass (turboloop.Loop): the loop's first
+// attribute made a plain dict then, and every method lookup from C on the loop (each Future asks
+// get_debug(), each callback call_soon()) a dict lookup of its own.
+PyObject* new_loop(PyTypeObject* type, PyObject*, PyObject*) {
+  static PyObject* const no_arguments = PyTuple_New(0);  // never released
+  PyObject* self = PyBaseObject_Type.tp_new(type, no_arguments, nullptr);
+  if (self == nullptr) return nullptr;
+  try {
+    reinterpret_cast<py::detail::instance*>(self)->allocate_layout();
+  } catch (const std::exception& error) {
+    Py_DECREF(self);
+    PyErr_SetString(PyExc_MemoryError, error.what());
+    return nullptr;
+  }
+  return self;
+}
+
 }  // namespace
 
 LoopCore::LoopCore()
@@ -155,6 +173,7 @@ void register_loop(py::module_& module) {
                          type->tp_flags |= Py_TPFLAGS_HAVE_GC;
                          type->tp_traverse = traverse;
                          type->tp_clear = clear;
+                         type->tp_new = new_loop;
                        }))
       .def(py::init<>())
       .def("time", [](py::handle) { return core::monotonic_seconds(); },
