@@ -3,7 +3,9 @@
 
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstddef>
 
 namespace py = pybind11;
 
@@ -14,6 +16,23 @@ void register_loop(py::module_& module);
 void register_socket_transport(py::module_& module);
 void register_executor_future(py::module_& module);
 void register_thread_pool_executor(py::module_& module);
+
+// A string literal as a template argument, for interned().
+template <std::size_t N>
+struct NameLiteral {
+  char text[N];
+  constexpr NameLiteral(const char (&literal)[N]) { std::copy_n(literal, N, text); }
+};
+
+// The interned str of an attribute name, made once. A lookup by it hits CPython's type attribute
+// cache, keyed by the name object; by a str made for the call (pybind11's .attr("..."),
+// PyObject_CallMethod(obj, "...")) it misses, and walks the type's MRO: on the loop, ten classes,
+// which cost more than the call itself.
+template <NameLiteral name>
+py::handle interned() {
+  static PyObject* const object = PyUnicode_InternFromString(name.text);  // never released
+  return object;
+}
 
 // Raises `type(message)` as a Python exception through pybind11.
 [[noreturn]] inline void raise(PyObject* type, const char* message) {
@@ -57,7 +76,6 @@ inline py::object os_error(int number) {
 // it), the method descriptor is called directly. The type is remembered with its version tag,
 // which CPython changes whenever the type or one of its bases is modified.
 inline long socket_fileno(PyObject* sock) {
-  static PyObject* const name = PyUnicode_InternFromString("fileno");  // never released
   static PyObject* const native =  // the method descriptor; never released
       py::object(py::module_::import("_socket").attr("socket").attr("fileno")).release().ptr();
   // The last type asked about, at its version tag (0: not remembered), and whether its fileno
@@ -69,7 +87,7 @@ inline long socket_fileno(PyObject* sock) {
   if (type != known_type || known_version == 0 || type->tp_version_tag != known_version) {
     PyObject* found = nullptr;
     if (type->tp_getattro == PyObject_GenericGetAttr && type->tp_dictoffset == 0) {
-      found = PyObject_GetAttr(reinterpret_cast<PyObject*>(type), name);
+      found = PyObject_GetAttr(reinterpret_cast<PyObject*>(type), interned<"fileno">().ptr());
       if (found == nullptr) PyErr_Clear();
     }
     known_type = type;
@@ -77,7 +95,8 @@ inline long socket_fileno(PyObject* sock) {
     known_native = found == native;
     Py_XDECREF(found);
   }
-  PyObject* number = known_native ? PyObject_Vectorcall(native, &sock, 1, nullptr) : PyObject_CallMethodNoArgs(sock, name);
+  PyObject* number = known_native ? PyObject_Vectorcall(native, &sock, 1, nullptr)
+                                  : PyObject_CallMethodNoArgs(sock, interned<"fileno">().ptr());
   if (number == nullptr) return -1;
   const long fd = PyLong_AsLong(number);
   Py_DECREF(number);

@@ -38,21 +38,6 @@ struct DatagramCore {
   socklen_t to_size;
 };
 
-// The attribute and method names used, interned once.
-struct Names {
-  PyObject* conn_lost = PyUnicode_InternFromString("_conn_lost");
-  PyObject* max_size = PyUnicode_InternFromString("max_size");
-  PyObject* protocol = PyUnicode_InternFromString("_protocol");
-  PyObject* buffer = PyUnicode_InternFromString("_buffer");
-  PyObject* datagram_received = PyUnicode_InternFromString("datagram_received");
-  PyObject* error_received = PyUnicode_InternFromString("error_received");
-};
-
-const Names& names() {
-  static const Names interned;  // never released
-  return interned;
-}
-
 // asyncio's _SelectorDatagramTransport (looked up at registration; never released).
 PyObject* asyncio_class() {
   static PyObject* const cls = py::object(py::module_::import("asyncio.selector_events")
@@ -100,7 +85,7 @@ PyObject* address_of(const sockaddr_storage& from) {
 
 // Calls protocol.`method`(*args) on the transport's current protocol.
 PyObject* call_protocol(PyObject* transport, PyObject* method, PyObject* first, PyObject* second = nullptr) {
-  PyObject* protocol = PyObject_GetAttr(transport, names().protocol);
+  PyObject* protocol = PyObject_GetAttr(transport, interned<"_protocol">().ptr());
   if (protocol == nullptr) return nullptr;
   PyObject* args[] = {protocol, first, second};
   PyObject* result = PyObject_VectorcallMethod(method, args, second == nullptr ? 2 : 3, nullptr);
@@ -113,7 +98,7 @@ PyObject* report_error(PyObject* transport, int error) {
   errno = error;
   PyErr_SetFromErrno(PyExc_OSError);
   PyObject* value = fetch_exception();
-  PyObject* result = call_protocol(transport, names().error_received, value);
+  PyObject* result = call_protocol(transport, interned<"error_received">().ptr(), value);
   Py_DECREF(value);
   if (result == nullptr) return nullptr;
   Py_DECREF(result);
@@ -124,9 +109,9 @@ PyObject* report_error(PyObject* transport, int error) {
 PyObject* read_ready(PyObject* object, PyObject*) {
   auto* self = reinterpret_cast<DatagramCore*>(object);
   long conn_lost, max_size;
-  if (!long_attribute(self->transport, names().conn_lost, &conn_lost)) return nullptr;
+  if (!long_attribute(self->transport, interned<"_conn_lost">().ptr(), &conn_lost)) return nullptr;
   if (conn_lost != 0) Py_RETURN_NONE;
-  if (!long_attribute(self->transport, names().max_size, &max_size)) return nullptr;
+  if (!long_attribute(self->transport, interned<"max_size">().ptr(), &max_size)) return nullptr;
   if (max_size != static_cast<long>(core::kMaxRead)) return call_asyncio("_read_ready", &self->transport, 1, nullptr);
   char* const buffer = core::read_scratch();
   sockaddr_storage from{};
@@ -152,7 +137,7 @@ PyObject* read_ready(PyObject* object, PyObject*) {
   PyObject* data = PyBytes_FromStringAndSize(buffer, count);
   if (data == nullptr) return nullptr;
   PyObject* address = Py_NewRef(self->from_address);
-  PyObject* result = call_protocol(self->transport, names().datagram_received, data, address);
+  PyObject* result = call_protocol(self->transport, interned<"datagram_received">().ptr(), data, address);
   Py_DECREF(data);
   Py_DECREF(address);
   return result;
@@ -206,9 +191,9 @@ PyObject* sendto(PyObject* object, PyObject* const* args, Py_ssize_t nargs, PyOb
     native = addr == Py_None;
   }
   long conn_lost = 0;
-  if (native && !long_attribute(self->transport, names().conn_lost, &conn_lost)) return nullptr;
+  if (native && !long_attribute(self->transport, interned<"_conn_lost">().ptr(), &conn_lost)) return nullptr;
   if (native && conn_lost == 0) {
-    PyObject* buffer = PyObject_GetAttr(self->transport, names().buffer);
+    PyObject* buffer = PyObject_GetAttr(self->transport, interned<"_buffer">().ptr());
     if (buffer == nullptr) return nullptr;
     const Py_ssize_t queued = PyObject_Length(buffer);
     Py_DECREF(buffer);
@@ -310,7 +295,6 @@ PyTypeObject DatagramCoreType = [] {
 void register_datagram_core(py::module_& module) {
   if (PyType_Ready(&DatagramCoreType) < 0) throw py::error_already_set();
   asyncio_class();  // where an import error can be raised
-  names();
   module.attr("DatagramCore") = py::handle(reinterpret_cast<PyObject*>(&DatagramCoreType));
 }
 

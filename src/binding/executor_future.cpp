@@ -502,19 +502,17 @@ int invoke_callbacks(NativeFuture* future) {
 }
 
 // waiter.<method>(future) for each of concurrent.futures.wait()'s waiters on the future.
-int tell_waiters(NativeFuture* future, const char* method) {
+int tell_waiters(NativeFuture* future, py::handle method) {
   if (future->waiters == nullptr) return 0;
   PyObject* waiters = Py_NewRef(future->waiters);
-  PyObject* name = PyUnicode_InternFromString(method);
-  int status = name == nullptr ? -1 : 0;
+  int status = 0;
   for (Py_ssize_t i = 0; status == 0 && i < PyList_GET_SIZE(waiters); ++i) {
     PyObject* waiter = Py_NewRef(PyList_GET_ITEM(waiters, i));
-    PyObject* result = PyObject_CallMethodOneArg(waiter, name, as_object(future));
+    PyObject* result = PyObject_CallMethodOneArg(waiter, method.ptr(), as_object(future));
     Py_DECREF(waiter);
     if (result == nullptr) status = -1;
     Py_XDECREF(result);
   }
-  Py_XDECREF(name);
   Py_DECREF(waiters);
   return status;
 }
@@ -637,7 +635,7 @@ int start(NativeFuture* future) {
   if (future->state == State::cancelled) {
     future->state = State::cancelled_and_notified;
     // No notify_all(): cancel() notified already.
-    return tell_waiters(future, "add_cancelled") < 0 ? -1 : 0;
+    return tell_waiters(future, interned<"add_cancelled">()) < 0 ? -1 : 0;
   }
   if (future->state == State::pending) {
     future->state = State::running;
@@ -672,7 +670,7 @@ int finish(NativeFuture* future, PyObject* value, bool failed) {
   }
   Py_XSETREF(failed ? future->exception : future->result, Py_NewRef(value));
   future->state = State::finished;
-  if (tell_waiters(future, failed ? "add_exception" : "add_result") < 0) return -1;
+  if (tell_waiters(future, failed ? interned<"add_exception">() : interned<"add_result">()) < 0) return -1;
   notify_all(future);
   locked.unlock();
   return invoke_callbacks(future);

@@ -13,7 +13,7 @@ namespace {
 using core::FdWatchers;
 
 void cancel(const HandleRef& handle) {
-  if (handle.get() != nullptr) py::handle(reinterpret_cast<PyObject*>(handle.get())).attr("cancel")();
+  if (handle.get() != nullptr) py::handle(reinterpret_cast<PyObject*>(handle.get())).attr(interned<"cancel">())();
 }
 
 py::object handle_or_none(const HandleRef& handle) {

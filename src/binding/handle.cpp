@@ -231,7 +231,7 @@ Handle* new_handle(PyTypeObject* type, PyObject* callback, PyObject* args, PyObj
 // asyncio's Handle runs `context.run(callback, *args)`: a context= that is not a
 // contextvars.Context is used (and fails) the same way.
 static PyObject* run_in_other_context(PyObject* context, PyObject* callback, PyObject* args) {
-  PyObject* run = PyObject_GetAttrString(context, "run");
+  PyObject* run = PyObject_GetAttr(context, interned<"run">().ptr());
   if (run == nullptr) return nullptr;
   const Py_ssize_t nargs = PyTuple_GET_SIZE(args);
   std::vector<PyObject*> stack(static_cast<size_t>(nargs) + 1);

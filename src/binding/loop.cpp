@@ -150,7 +150,7 @@ void LoopCore::poll(py::handle self, double timeout) {
   if (signals && signals->pending()) {
     py::list numbers;
     for (int number : signals->take()) numbers.append(number);
-    self.attr("_process_signals")(numbers);
+    self.attr(interned<"_process_signals">())(numbers);
     // Runs the Python-level handlers now (the default SIGINT one raises KeyboardInterrupt),
     // as a blocking select() in asyncio's loop would.
     if (PyErr_CheckSignals() < 0) throw py::error_already_set();
@@ -159,7 +159,7 @@ void LoopCore::poll(py::handle self, double timeout) {
 
 void LoopCore::run(py::handle self, HandleRef& item) {
   if (debug) {
-    self.attr("_run_handle_debug")(py::handle(reinterpret_cast<PyObject*>(item.get())));
+    self.attr(interned<"_run_handle_debug">())(py::handle(reinterpret_cast<PyObject*>(item.get())));
   } else if (run_handle(item.get()) < 0) {
     throw py::error_already_set();
   }

@@ -44,24 +44,9 @@ struct SockCall {
   State state;
 };
 
-// The method and attribute names used on every call, interned once (never released).
-struct Names {
-  PyObject* gettimeout = PyUnicode_InternFromString("gettimeout");
-  PyObject* done = PyUnicode_InternFromString("done");
-  PyObject* result = PyUnicode_InternFromString("result");
-  PyObject* set_result = PyUnicode_InternFromString("set_result");
-  PyObject* set_exception = PyUnicode_InternFromString("set_exception");
-  PyObject* blocking = PyUnicode_InternFromString("_asyncio_future_blocking");
-};
-
-const Names& names() {
-  static const Names interned;
-  return interned;
-}
-
 // future.done(): 1, 0, or -1 with a Python error set.
 int future_done(PyObject* future) {
-  PyObject* done = PyObject_CallMethodNoArgs(future, names().done);
+  PyObject* done = PyObject_CallMethodNoArgs(future, interned<"done">().ptr());
   if (done == nullptr) return -1;
   const int is_done = PyObject_IsTrue(done);
   Py_DECREF(done);
@@ -162,7 +147,7 @@ PySendResult delegate(SockCall* self, PyObject** out) {
 // The socket's descriptor; -1 when it is not one the native path takes (closed or blocking), -2
 // with a Python error set when asking the socket failed.
 int usable_fd(SockCall* self) {
-  PyObject* timeout = PyObject_CallMethodNoArgs(self->sock, names().gettimeout);
+  PyObject* timeout = PyObject_CallMethodNoArgs(self->sock, interned<"gettimeout">().ptr());
   if (timeout == nullptr) return -2;
   const bool non_blocking = PyFloat_CheckExact(timeout) && PyFloat_AS_DOUBLE(timeout) == 0.0;
   Py_DECREF(timeout);
@@ -235,12 +220,12 @@ PyObject* ready(PyObject* object, PyObject*, PyObject*) {
   }
   PyObject* outcome;
   if (result != nullptr) {
-    outcome = PyObject_CallMethodOneArg(self->future, names().set_result, result);
+    outcome = PyObject_CallMethodOneArg(self->future, interned<"set_result">().ptr(), result);
     Py_DECREF(result);
   } else {
     if (PyErr_ExceptionMatches(PyExc_SystemExit) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) return nullptr;
     PyObject* value = fetch_exception();
-    outcome = PyObject_CallMethodOneArg(self->future, names().set_exception, value);
+    outcome = PyObject_CallMethodOneArg(self->future, interned<"set_exception">().ptr(), value);
     Py_DECREF(value);
   }
   if (outcome == nullptr) return nullptr;
@@ -253,8 +238,9 @@ PyObject* ready(PyObject* object, PyObject*, PyObject*) {
 PySendResult wait(SockCall* self, LoopCore* core, PyObject** out) {
   try {
     const py::handle loop(self->loop);
-    const py::object transports = loop.attr("_transports");
-    if (PyDict_GET_SIZE(transports.attr("data").ptr()) > 0) loop.attr("_ensure_fd_no_transport")(self->fd);
+    const py::object transports = loop.attr(interned<"_transports">());
+    if (PyDict_GET_SIZE(transports.attr(interned<"data">()).ptr()) > 0)
+      loop.attr(interned<"_ensure_fd_no_transport">())(self->fd);
   } catch (py::error_already_set& error) {
     error.restore();
     return finish_with(self, nullptr, out);
@@ -278,7 +264,7 @@ PySendResult wait(SockCall* self, LoopCore* core, PyObject** out) {
     return finish_with(self, nullptr, out);
   }
   // What Future.__await__ sets before it yields, which a Task checks.
-  if (PyObject_SetAttr(self->future, names().blocking, Py_True) < 0)
+  if (PyObject_SetAttr(self->future, interned<"_asyncio_future_blocking">().ptr(), Py_True) < 0)
     return finish_with(self, nullptr, out);
   self->state = State::kWaiting;
   *out = Py_NewRef(self->future);
@@ -320,7 +306,7 @@ PySendResult resume(SockCall* self, PyObject** out) {
     PyErr_SetString(PyExc_RuntimeError, "await wasn't used with future");
     return finish_with(self, nullptr, out);
   }
-  return finish_with(self, PyObject_CallMethodNoArgs(self->future, names().result), out);
+  return finish_with(self, PyObject_CallMethodNoArgs(self->future, interned<"result">().ptr()), out);
 }
 
 PySendResult call_send(PyObject* object, PyObject* arg, PyObject** out) {
@@ -385,7 +371,7 @@ PyObject* throw_method(PyObject* object, PyObject* const* args, Py_ssize_t nargs
     return nullptr;
   }
   if (self->state == State::kDelegating) {
-    PyObject* method = PyObject_GetAttrString(self->delegate, "throw");
+    PyObject* method = PyObject_GetAttr(self->delegate, interned<"throw">().ptr());
     if (method == nullptr) return nullptr;
     PyObject* result = PyObject_Vectorcall(method, args, static_cast<std::size_t>(nargs), nullptr);
     Py_DECREF(method);
@@ -426,7 +412,7 @@ PyObject* throw_method(PyObject* object, PyObject* const* args, Py_ssize_t nargs
 PyObject* close_method(PyObject* object, PyObject*) {
   auto* self = reinterpret_cast<SockCall*>(object);
   if (self->state == State::kDelegating) {
-    PyObject* result = PyObject_CallMethod(self->delegate, "close", nullptr);
+    PyObject* result = PyObject_CallMethodNoArgs(self->delegate, interned<"close">().ptr());
     if (result == nullptr) {
       finish_keeping_error(self);
     } else {
@@ -615,7 +601,6 @@ void add_sock_calls(py::handle loop_class, py::module_& module) {
   if (PyType_Ready(&SockCallType) < 0) throw py::error_already_set();
   // Looked up now, where an import error can be raised, not first inside a coroutine step.
   socket_type();
-  names();
   if (asyncio_method(Kind::kRecv) == nullptr || asyncio_method(Kind::kRecvInto) == nullptr ||
       asyncio_method(Kind::kSendall) == nullptr)
     throw py::error_already_set();

@@ -66,8 +66,8 @@ int sock_sendfile_finish(SockSendfile* self, PyObject* result) {
     Py_DECREF(value);
     return -1;
   }
-  PyObject* outcome = PyObject_CallMethod(self->future, result != nullptr ? "set_result" : "set_exception", "O",
-                                          value);
+  PyObject* outcome = PyObject_CallMethodOneArg(
+      self->future, (result != nullptr ? interned<"set_result">() : interned<"set_exception">()).ptr(), value);
   Py_DECREF(value);
   if (outcome == nullptr) return -1;
   Py_DECREF(outcome);
@@ -158,7 +158,7 @@ int sock_sendfile_step(SockSendfile* self, bool from_writer) {
 
 PyObject* sock_sendfile_ready(PyObject* object, PyObject*, PyObject*) {
   auto* self = reinterpret_cast<SockSendfile*>(object);
-  PyObject* done = PyObject_CallMethod(self->future, "done", nullptr);
+  PyObject* done = PyObject_CallMethodNoArgs(self->future, interned<"done">().ptr());
   if (done == nullptr) return nullptr;
   const int is_done = PyObject_IsTrue(done);
   Py_DECREF(done);
@@ -224,10 +224,11 @@ py::object sock_sendfile_start(py::handle self, py::handle sock, int file, long 
                                long long blocksize) {
   auto& core = self.cast<LoopCore&>();
   core.check_closed();
-  const int fd = sock.attr("fileno")().cast<int>();
-  const py::object transports = self.attr("_transports");
-  if (PyDict_GET_SIZE(transports.attr("data").ptr()) > 0) self.attr("_ensure_fd_no_transport")(fd);
-  py::object future = self.attr("create_future")();
+  const int fd = sock.attr(interned<"fileno">())().cast<int>();
+  const py::object transports = self.attr(interned<"_transports">());
+  if (PyDict_GET_SIZE(transports.attr(interned<"data">()).ptr()) > 0)
+    self.attr(interned<"_ensure_fd_no_transport">())(fd);
+  py::object future = self.attr(interned<"create_future">())();
 
   auto* op = PyObject_GC_New(SockSendfile, &SockSendfileType);
   if (op == nullptr) throw py::error_already_set();
@@ -248,7 +249,7 @@ py::object sock_sendfile_start(py::handle self, py::handle sock, int file, long 
   if (op->handle != nullptr) {
     auto done = py::reinterpret_steal<py::object>(PyCFunction_New(&sock_sendfile_done_def, owned_op.ptr()));
     if (!done) throw py::error_already_set();
-    future.attr("add_done_callback")(done);
+    future.attr(interned<"add_done_callback">())(done);
   }
   return future;
 }

@@ -23,7 +23,9 @@ constexpr long kConnLostWritesBeforeWarning = 5;
 class TransportCore {
  public:
   TransportCore(py::object transport, py::object sock)
-      : transport(std::move(transport)), sock(std::move(sock)), fd(this->sock.attr("fileno")().cast<int>()) {}
+      : transport(std::move(transport)),
+        sock(std::move(sock)),
+        fd(this->sock.attr(interned<"fileno">())().cast<int>()) {}
 
   py::object transport;  // the Python transport
   py::object sock;       // its socket.socket; None once detached
@@ -39,7 +41,7 @@ class TransportCore {
 };
 
 void fatal_error(TransportCore& self, const py::object& exc, const char* message) {
-  self.transport.attr("_fatal_error")(exc, message);
+  self.transport.attr(interned<"_fatal_error">())(exc, message);
 }
 
 // Runs `call`; an exception from it is a fatal error of the transport, as asyncio's
@@ -68,15 +70,14 @@ void read_bytes(TransportCore& self) {
   }
   const auto data = py::reinterpret_steal<py::object>(read);
   if (PyBytes_GET_SIZE(read) == 0) {
-    self.transport.attr("_read_ready__on_eof")();
+    self.transport.attr(interned<"_read_ready__on_eof">())();
     return;
   }
   const py::object protocol = self.protocol;
   guarded(self, "Fatal error: protocol.data_received() call failed.", [&] {
     // A vectorcall of the method by its interned name: no bound method, no argument tuple.
-    static PyObject* const name = PyUnicode_InternFromString("data_received");  // never released
     PyObject* args[] = {protocol.ptr(), data.ptr()};
-    PyObject* result = PyObject_VectorcallMethod(name, args, 2, nullptr);
+    PyObject* result = PyObject_VectorcallMethod(interned<"data_received">().ptr(), args, 2, nullptr);
     if (result == nullptr) throw py::error_already_set();
     Py_DECREF(result);
   });
@@ -87,7 +88,7 @@ void read_into_protocol(TransportCore& self) {
   const py::object protocol = self.protocol;
   py::object into;
   const bool got = guarded(self, "Fatal error: protocol.get_buffer() call failed.", [&] {
-    into = protocol.attr("get_buffer")(-1);
+    into = protocol.attr(interned<"get_buffer">())(-1);
     if (py::len(into) == 0) raise(PyExc_RuntimeError, "get_buffer() returned an empty buffer");
   });
   if (!got) return;
@@ -100,7 +101,7 @@ void read_into_protocol(TransportCore& self) {
     // Not a writable buffer: socket.recv_into() raises asyncio's exact error for it.
     PyErr_Clear();
     try {
-      count = self.transport.attr("_sock").attr("recv_into")(into).cast<ssize_t>();
+      count = self.transport.attr(interned<"_sock">()).attr(interned<"recv_into">())(into).cast<ssize_t>();
     } catch (py::error_already_set& error) {
       if (error.matches(PyExc_BlockingIOError) || error.matches(PyExc_InterruptedError)) return;
       if (error.matches(PyExc_SystemExit) || error.matches(PyExc_KeyboardInterrupt)) throw;
@@ -110,12 +111,12 @@ void read_into_protocol(TransportCore& self) {
   if (count == -EAGAIN) return;
   if (count < 0) return fatal_error(self, os_error(static_cast<int>(-count)), "Fatal read error on socket transport");
   if (count == 0) {
-    self.transport.attr("_read_ready__on_eof")();
+    self.transport.attr(interned<"_read_ready__on_eof">())();
     return;
   }
   // The protocol now: get_buffer() may have switched it.
   guarded(self, "Fatal error: protocol.buffer_updated() call failed.",
-          [&] { py::object(self.protocol).attr("buffer_updated")(count); });
+          [&] { py::object(self.protocol).attr(interned<"buffer_updated">())(count); });
 }
 
 void read_ready(TransportCore& self) {
@@ -158,7 +159,7 @@ void write_non_contiguous(TransportCore& self, py::handle data, py::error_alread
 
 void write(TransportCore& self, py::handle data) {
   if (!is_bytes_like(data.ptr())) {
-    const py::object name = py::type::handle_of(data).attr("__name__");
+    const py::object name = py::type::handle_of(data).attr(interned<"__name__">());
     PyErr_Format(PyExc_TypeError, "data argument must be a bytes-like object, not %R", name.ptr());
     throw py::error_already_set();
   }
@@ -182,7 +183,7 @@ void write(TransportCore& self, py::handle data) {
   if (!send_now) {
     self.buffer.append(bytes, size);
     PyBuffer_Release(&view);
-    self.transport.attr("_maybe_pause_protocol")();
+    self.transport.attr(interned<"_maybe_pause_protocol">())();
     return;
   }
   const ssize_t sent = fd < 0 ? -EBADF : send_some(fd, bytes, size);
@@ -192,12 +193,13 @@ void write(TransportCore& self, py::handle data) {
   if (self.buffer.empty()) return;
   // Not all was written: write the rest when the socket can take it.
   try {
-    self.transport.attr("_loop").attr("_add_writer")(fd, self.transport.attr("_write_ready"));
+    self.transport.attr(interned<"_loop">())
+        .attr(interned<"_add_writer">())(fd, self.transport.attr(interned<"_write_ready">()));
   } catch (py::error_already_set&) {
     self.buffer.clear();  // as asyncio, which buffers only once the writer is added
     throw;
   }
-  self.transport.attr("_maybe_pause_protocol")();
+  self.transport.attr(interned<"_maybe_pause_protocol">())();
 }
 
 void write_ready(TransportCore& self) {
@@ -207,21 +209,21 @@ void write_ready(TransportCore& self) {
   if (sent == 0) return;  // would block: try again next time
   if (sent < 0) {
     const py::object exc = os_error(static_cast<int>(-sent));
-    transport.attr("_loop").attr("_remove_writer")(self.fd);
+    transport.attr(interned<"_loop">()).attr(interned<"_remove_writer">())(self.fd);
     self.buffer.clear();
     fatal_error(self, exc, "Fatal write error on socket transport");
-    if (!self.empty_waiter.is_none()) self.empty_waiter.attr("set_exception")(exc);
+    if (!self.empty_waiter.is_none()) self.empty_waiter.attr(interned<"set_exception">())(exc);
     return;
   }
   self.buffer.consume(static_cast<std::size_t>(sent));
-  transport.attr("_maybe_resume_protocol")();  // may write more
+  transport.attr(interned<"_maybe_resume_protocol">())();  // may write more
   if (!self.buffer.empty()) return;
-  transport.attr("_loop").attr("_remove_writer")(self.fd);
-  if (!self.empty_waiter.is_none()) self.empty_waiter.attr("set_result")(py::none());
+  transport.attr(interned<"_loop">()).attr(interned<"_remove_writer">())(self.fd);
+  if (!self.empty_waiter.is_none()) self.empty_waiter.attr(interned<"set_result">())(py::none());
   if (self.closing) {
-    transport.attr("_call_connection_lost")(py::none());
+    transport.attr(interned<"_call_connection_lost">())(py::none());
   } else if (self.eof) {
-    transport.attr("_sock").attr("shutdown")(static_cast<int>(SHUT_WR));
+    transport.attr(interned<"_sock">()).attr(interned<"shutdown">())(static_cast<int>(SHUT_WR));
   }
 }
 

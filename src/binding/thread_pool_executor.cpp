@@ -78,8 +78,8 @@ class PythonJob : public core::Job {
 
 // Calls obj.<name>() and tells whether it returned True: 1, 0, or -1 after reporting an error
 // as unraisable (a job has no caller to raise to).
-int call_returns_true(PyObject* obj, const char* name) {
-  PyObject* result = PyObject_CallMethod(obj, name, nullptr);
+int call_returns_true(PyObject* obj, py::handle name) {
+  PyObject* result = PyObject_CallMethodNoArgs(obj, name.ptr());
   if (result == nullptr) {
     PyErr_WriteUnraisable(obj);
     return -1;
@@ -99,9 +99,9 @@ class FutureJob : public PythonJob {
     py::object future = held_.objects[0];
     held_.objects.clear();
     if (make_error.is_none())
-      future.attr("cancel")();
+      future.attr(interned<"cancel">())();
     else
-      future.attr("set_exception")(make_error());
+      future.attr(interned<"set_exception">())(make_error());
   }
 
  private:
@@ -131,27 +131,29 @@ class LoopJob : public PythonJob {
     py::object loop = held_.objects[0];
     py::object future = held_.objects[2];
     held_.objects.clear();
-    if (loop.attr("is_closed")().cast<bool>()) return;
+    if (loop.attr(interned<"is_closed">())().cast<bool>()) return;
     if (make_error.is_none())
-      loop.attr("call_soon_threadsafe")(future.attr("cancel"));
+      loop.attr(interned<"call_soon_threadsafe">())(future.attr(interned<"cancel">()));
     else
-      loop.attr("call_soon_threadsafe")(future.attr("set_exception"), make_error());
+      loop.attr(interned<"call_soon_threadsafe">())(future.attr(interned<"set_exception">()), make_error());
   }
 
  private:
   void call() override {
     PyObject* loop = held_.objects[0].ptr();
     PyObject* future = held_.objects[2].ptr();
-    if (call_returns_true(future, "cancelled") != 0) return;
+    if (call_returns_true(future, interned<"cancelled">()) != 0) return;
     PyObject* error = nullptr;
     PyObject* result = call_catching(held_.objects[3].ptr(), held_.objects[4].ptr(), nullptr, &error);
     PyObject* value = result != nullptr ? result : error;
     // As asyncio's wrap_future: an outcome for a loop closed meanwhile is dropped.
-    PyObject* closed = PyObject_CallMethod(loop, "is_closed", nullptr);
+    PyObject* closed = PyObject_CallMethodNoArgs(loop, interned<"is_closed">().ptr());
     PyObject* scheduled = nullptr;
-    if (closed == Py_False)
-      scheduled = PyObject_CallMethod(loop, "call_soon_threadsafe", "OOOO", held_.objects[1].ptr(), future,
-                                      result != nullptr ? Py_True : Py_False, value);
+    if (closed == Py_False) {
+      PyObject* call[] = {loop, held_.objects[1].ptr(), future, result != nullptr ? Py_True : Py_False, value};
+      scheduled = PyObject_VectorcallMethod(interned<"call_soon_threadsafe">().ptr(), call,
+                                            5, nullptr);
+    }
     if (closed == nullptr || (closed == Py_False && scheduled == nullptr)) PyErr_WriteUnraisable(loop);
     Py_XDECREF(closed);
     Py_XDECREF(scheduled);

@@ -44,7 +44,7 @@ void LoopWatchdog::busy_period_ended(py::handle loop, const core::BusyPeriod& pe
   captured_since_ = 0;
   const double seconds = static_cast<double>(period.ns) * 1e-9;
   if (!watchdog_ || period.since < watching_since_ || seconds < threshold_seconds_) return;
-  loop.attr("_report_stall")(seconds, threshold_seconds_, handle ? handle : py::none(),
+  loop.attr(interned<"_report_stall">())(seconds, threshold_seconds_, handle ? handle : py::none(),
                              captured && stack ? stack : py::none());
 }
 
