@@ -26,7 +26,7 @@ struct NameLiteral {
 
 // The interned str of an attribute name, made once. A lookup by it hits CPython's type attribute
 // cache, keyed by the name object; by a str made for the call (pybind11's .attr("..."),
-// PyObject_CallMethod(obj, "...")) it misses, and walks the type's MRO: on the loop, ten classes,
+// PyObject_CallMethod(obj, "...")) it misses, and walks the type's MRO: on the loop, eight classes,
 // which cost more than the call itself.
 template <NameLiteral name>
 py::handle interned() {

@@ -151,8 +151,7 @@ class LoopJob : public PythonJob {
     PyObject* scheduled = nullptr;
     if (closed == Py_False) {
       PyObject* call[] = {loop, held_.objects[1].ptr(), future, result != nullptr ? Py_True : Py_False, value};
-      scheduled = PyObject_VectorcallMethod(interned<"call_soon_threadsafe">().ptr(), call,
-                                            5, nullptr);
+      scheduled = PyObject_VectorcallMethod(interned<"call_soon_threadsafe">().ptr(), call, 5, nullptr);
     }
     if (closed == nullptr || (closed == Py_False && scheduled == nullptr)) PyErr_WriteUnraisable(loop);
     Py_XDECREF(closed);
