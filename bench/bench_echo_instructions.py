@@ -2,11 +2,15 @@
 """User-space instructions per request of the echo servers, counted by valgrind's callgrind.
 
 bench_echo.py's requests/s and CPU time per request move by tens of percent from run to run on a
-shared VM. An instruction count hardly moves (well under 1% between runs here), so it shows the
-cost a server's own code adds per request where the timings cannot: turboloop against uvloop,
-stock asyncio and the C++ libuv server, with the same servers and client as bench_echo.py. It
-counts user space only: the kernel's share (the socket calls, the same number per request for
-every server) is not in it.
+shared VM. An instruction count hardly moves (about 1% between runs here for the protocol and
+streams styles), so it shows the cost a server's own code adds per request where the timings
+cannot: turboloop against uvloop, stock asyncio and the C++ libuv server, with the same servers
+and client as bench_echo.py. It counts user space only: the kernel's share (the socket calls, the
+same number per request for every server) is not in it.
+
+The sock style's count moves more, up to 2x between runs: whether a sock_recv finds its data
+waiting or has to wait for it, which the timing decides, picks between two paths of different
+cost.
 
 Each measurement starts the server under callgrind and runs the native client twice against it,
 for ``--window`` seconds and then for three times that, each time after zeroing the counters and
