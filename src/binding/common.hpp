@@ -67,6 +67,13 @@ inline py::object os_error(int number) {
   return caught(error);
 }
 
+// _socket.socket.fileno, the method descriptor (looked up once; never released).
+inline PyObject* socket_fileno_method() {
+  static PyObject* const method =
+      py::object(py::module_::import("_socket").attr("socket").attr("fileno")).release().ptr();
+  return method;
+}
+
 // sock.fileno(): the number, or -1 with a Python error set (a closed socket's -1 comes without
 // one). The transport's writes and SockCall ask it on every call, so that a socket its user closed,
 // whose number the kernel may have given to another file since, is never read or written.
@@ -76,8 +83,7 @@ inline py::object os_error(int number) {
 // it), the method descriptor is called directly. The type is remembered with its version tag,
 // which CPython changes whenever the type or one of its bases is modified.
 inline long socket_fileno(PyObject* sock) {
-  static PyObject* const native =  // the method descriptor; never released
-      py::object(py::module_::import("_socket").attr("socket").attr("fileno")).release().ptr();
+  PyObject* const native = socket_fileno_method();
   // The last type asked about, at its version tag (0: not remembered), and whether its fileno
   // is `native`.
   static PyTypeObject* known_type = nullptr;

@@ -167,6 +167,12 @@ void LoopCore::run(py::handle self, HandleRef& item) {
   watchdog.callback_ran(item.get());
 }
 
+void ensure_fd_no_transport(py::handle loop, int fd) {
+  const py::object transports = loop.attr(interned<"_transports">());
+  if (PyDict_GET_SIZE(transports.attr(interned<"data">()).ptr()) > 0)
+    loop.attr(interned<"_ensure_fd_no_transport">())(fd);
+}
+
 void register_loop(py::module_& module) {
   auto cls = py::class_<LoopCore>(module, "LoopCore", py::custom_type_setup([](PyHeapTypeObject* heap_type) {
                          auto* type = &heap_type->ht_type;

@@ -51,4 +51,8 @@ class LoopCore {
   void run(py::handle self, HandleRef& item);
 };
 
+// asyncio's loop._ensure_fd_no_transport(fd), which a sock_* call makes before it waits on the
+// descriptor (RuntimeError for a transport's socket); asked only when the loop has transports.
+void ensure_fd_no_transport(py::handle loop, int fd);
+
 }  // namespace turboloop::binding

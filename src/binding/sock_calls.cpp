@@ -237,10 +237,7 @@ PyObject* ready(PyObject* object, PyObject*, PyObject*) {
 // Not ready at once: wait on a future with a reader or writer, as asyncio does.
 PySendResult wait(SockCall* self, LoopCore* core, PyObject** out) {
   try {
-    const py::handle loop(self->loop);
-    const py::object transports = loop.attr(interned<"_transports">());
-    if (PyDict_GET_SIZE(transports.attr(interned<"data">()).ptr()) > 0)
-      loop.attr(interned<"_ensure_fd_no_transport">())(self->fd);
+    ensure_fd_no_transport(self->loop, self->fd);
   } catch (py::error_already_set& error) {
     error.restore();
     return finish_with(self, nullptr, out);
@@ -601,6 +598,7 @@ void add_sock_calls(py::handle loop_class, py::module_& module) {
   if (PyType_Ready(&SockCallType) < 0) throw py::error_already_set();
   // Looked up now, where an import error can be raised, not first inside a coroutine step.
   socket_type();
+  socket_fileno_method();
   if (asyncio_method(Kind::kRecv) == nullptr || asyncio_method(Kind::kRecvInto) == nullptr ||
       asyncio_method(Kind::kSendall) == nullptr)
     throw py::error_already_set();

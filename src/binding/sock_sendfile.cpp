@@ -225,9 +225,7 @@ py::object sock_sendfile_start(py::handle self, py::handle sock, int file, long 
   auto& core = self.cast<LoopCore&>();
   core.check_closed();
   const int fd = sock.attr(interned<"fileno">())().cast<int>();
-  const py::object transports = self.attr(interned<"_transports">());
-  if (PyDict_GET_SIZE(transports.attr(interned<"data">()).ptr()) > 0)
-    self.attr(interned<"_ensure_fd_no_transport">())(fd);
+  ensure_fd_no_transport(self, fd);
   py::object future = self.attr(interned<"create_future">())();
 
   auto* op = PyObject_GC_New(SockSendfile, &SockSendfileType);
