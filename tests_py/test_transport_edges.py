@@ -383,6 +383,50 @@ def test_adding_callbacks_to_a_closed_but_registered_socket_object(loop):
     assert calls == []
 
 
+@pytest.mark.uvloop_xfail("uvloop refuses the closed socket object")
+def test_a_cancelled_sock_recv_leaves_no_registration_to_find_by_identity(loop):
+    """sock_recv() replaces the socket's reader and, cancelled, removes it: the socket is no
+    longer registered, so once closed it is an invalid descriptor (ValueError), not a registered
+    one whose epoll_ctl fails (OSError).  A later registration under the number makes the number
+    the key's file object.  (Found by the fuzzer: turboloop's sock_recv leaves its reader parked
+    for a moment, and the parked slot was still found by the socket's identity.)"""
+
+    def cancel_a_waiting_sock_recv(sock):
+        async def main():
+            waiting = asyncio.ensure_future(loop.sock_recv(sock, 10))
+            await asyncio.sleep(0)
+            waiting.cancel()
+            await asyncio.sleep(0)
+
+        loop.run_until_complete(main())
+
+    calls = []
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        loop.add_reader(a, calls.append, "reader")
+        cancel_a_waiting_sock_recv(a)
+        a.close()
+        for add in (loop.add_writer, loop.add_reader):
+            with pytest.raises(ValueError, match="Invalid file descriptor: -1"):
+                add(a, calls.append, "after close")
+        with pytest.raises(ValueError, match="Invalid file descriptor: -1"):
+            loop.remove_reader(a)
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        fd = a.fileno()
+        loop.add_reader(a, calls.append, "reader")
+        cancel_a_waiting_sock_recv(a)
+        loop.add_writer(fd, calls.append, "writer")
+        a.close()
+        with pytest.raises(ValueError, match="Invalid file descriptor: -1"):
+            loop.add_reader(a, calls.append, "after close")
+        assert loop.remove_writer(fd) is True
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert calls == []
+
+
 @pytest.mark.uvloop_xfail("uvloop's remove_writer() raises nothing")
 def test_removing_one_of_two_callbacks_of_a_closed_descriptor(loop):
     """remove_writer() of a descriptor closed while its reader and writer are registered keeps

@@ -98,6 +98,8 @@ void FdCallbacks::add(int fd, py::handle fileobj, unsigned event, HandleRef hand
     if (event == FdWatchers::kReadable && owner && parked->second.parked_by.is(owner)) {
       // Still in the kernel's set for reading: nothing to ask it.
       const py::object taken_back = std::move(parked->second.parked_by);
+      py::object first_fileobj = py::reinterpret_borrow<py::object>(fileobj);
+      if (!parked->second.registered()) std::swap(parked->second.fileobj, first_fileobj);
       parked->second.reader = std::move(handle);
       return;
     }
@@ -115,9 +117,11 @@ void FdCallbacks::add(int fd, py::handle fileobj, unsigned event, HandleRef hand
     PyErr_SetFromErrno(PyExc_OSError);
     throw py::error_already_set();
   }
-  // The file object it was first registered with stays, as in a selector key.
+  // The file object it was first registered with stays, as in a selector key; a slot left with
+  // only a parked reader is a new registration.
   const auto [found, inserted] = slots_.try_emplace(fd);
-  if (inserted) found->second.fileobj = py::reinterpret_borrow<py::object>(fileobj);
+  py::object first_fileobj = py::reinterpret_borrow<py::object>(fileobj);
+  if (!found->second.registered()) std::swap(found->second.fileobj, first_fileobj);
   std::swap(event == FdWatchers::kReadable ? found->second.reader : found->second.writer, handle);
   cancel(handle);
 }
@@ -164,11 +168,13 @@ bool FdCallbacks::remove(int fd, unsigned event, int* error) {
   const py::object parked_by = event == FdWatchers::kReadable ? std::move(found->second.parked_by) : py::object();
   const unsigned remaining = watchers_.watched(fd) & ~event;
   const int status = watchers_.watch(fd, remaining);
+  // With only a parked reader left, the selector would have unregistered, which raises nothing.
+  const bool still_registered = found->second.registered();
   if (remaining == 0 || status != 0) {
     const Slot dropped = std::move(found->second);
     slots_.erase(found);
   }
-  if (status != 0 && error != nullptr) {
+  if (status != 0 && still_registered && error != nullptr) {
     // As the selector's failed modify(): its callbacks are not cancelled.
     *error = -status;
     return false;
@@ -180,7 +186,7 @@ bool FdCallbacks::remove(int fd, unsigned event, int* error) {
 
 int FdCallbacks::find_registered(py::handle fileobj) const {
   for (const auto& [fd, slot] : slots_)
-    if (slot.fileobj.is(fileobj)) return fd;
+    if (slot.registered() && slot.fileobj.is(fileobj)) return fd;
   return -1;
 }
 

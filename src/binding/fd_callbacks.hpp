@@ -42,7 +42,8 @@ class FdCallbacks {
   bool remove(int fd, unsigned event, int* error = nullptr);
 
   // The descriptor registered for a file object whose fileno() no longer works (a closed
-  // socket), found by identity as selectors do; -1 when there is none.
+  // socket), found by identity as selectors do; -1 when there is none (a parked reader alone
+  // does not count).
   int find_registered(py::handle fileobj) const;
 
   // The loop's wait for events (FdWatchers::poll); may run without the GIL.
@@ -75,6 +76,9 @@ class FdCallbacks {
     HandleRef reader;    // empty when not reading
     HandleRef writer;    // empty when not writing
     py::object parked_by;  // the owner of a parked reader, else empty
+
+    // Whether a selector would have a key for it: a parked reader alone is no registration.
+    bool registered() const { return reader.get() != nullptr || writer.get() != nullptr; }
   };
 
   // Takes a parked reader's descriptor out of the kernel's set (or the whole slot when nothing

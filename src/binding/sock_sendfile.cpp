@@ -88,7 +88,8 @@ int sock_sendfile_register(SockSendfile* self) {
     if (handle == nullptr) throw py::error_already_set();
     HandleRef writer(handle);
     self->handle = Py_NewRef(reinterpret_cast<PyObject*>(handle));
-    core.fds->add(self->fd, py::handle(self->sock), FdWatchers::kWritable, std::move(writer));
+    // Registered under the number, as asyncio's add_writer(fd, ...) is.
+    core.fds->add(self->fd, py::int_(self->fd), FdWatchers::kWritable, std::move(writer));
   } catch (py::error_already_set& error) {
     error.restore();
     return -1;
