@@ -423,6 +423,18 @@ def test_a_cancelled_sock_recv_leaves_no_registration_to_find_by_identity(loop):
         with pytest.raises(ValueError, match="Invalid file descriptor: -1"):
             loop.add_reader(a, calls.append, "after close")
         assert loop.remove_writer(fd) is True
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        fd = a.fileno()
+        cancel_a_waiting_sock_recv(a)
+        a.close()
+        # Not registered: the selector asks epoll to add the closed number, which fails.
+        with pytest.raises(OSError) as info:
+            loop.add_reader(fd, calls.append, "after close")
+        assert type(info.value) is OSError, repr(info.value)
+        assert info.value.errno == errno.EBADF
+        assert loop.remove_reader(fd) is False
     loop.run_until_complete(asyncio.sleep(0.01))
     assert calls == []
 

@@ -103,7 +103,9 @@ void FdCallbacks::add(int fd, py::handle fileobj, unsigned event, HandleRef hand
       parked->second.reader = std::move(handle);
       return;
     }
-    if (event == FdWatchers::kReadable) parked->second.parked_by = py::object();
+    // Someone else's reader: the parked one leaves the kernel's set first, so that the kernel
+    // is asked for the reader as a selector would ask it (a closed descriptor then fails).
+    if (event == FdWatchers::kReadable) unpark(parked);
   }
   const int status = watchers_.watch(fd, watchers_.watched(fd) | event);
   if (status != 0) {
