@@ -119,6 +119,32 @@ TEST_CASE("a descriptor closed while watched keeps an unchanged registration, as
   REQUIRE(watchers.watched(fds[0]) == 0);
 }
 
+TEST_CASE("narrowing stops the events left out, and never fails on a closed descriptor") {
+  UvLoop loop;
+  FdWatchers watchers(loop.raw());
+  SocketPair open;
+  REQUIRE(write(open.fds[1], "x", 1) == 1);
+  REQUIRE(watchers.watch(open.fds[0], FdWatchers::kReadable | FdWatchers::kWritable) == 0);
+  watchers.narrow(open.fds[0], FdWatchers::kWritable);
+  REQUIRE(watchers.watched(open.fds[0]) == FdWatchers::kWritable);
+  REQUIRE(poll_ready(watchers) == std::map<int, unsigned>{{open.fds[0], FdWatchers::kWritable}});
+  watchers.narrow(open.fds[0], 0);
+  REQUIRE(watchers.watched(open.fds[0]) == 0);
+  REQUIRE(poll_ready(watchers).empty());
+
+  int closed[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, closed) == 0);
+  REQUIRE(watchers.watch(closed[0], FdWatchers::kReadable | FdWatchers::kWritable) == 0);
+  close(closed[0]);
+  close(closed[1]);
+  watchers.narrow(closed[0], FdWatchers::kWritable);
+  REQUIRE(watchers.watched(closed[0]) == FdWatchers::kWritable);
+  // As a selector's key: the same events again need no system call, more events fail.
+  REQUIRE(watchers.watch(closed[0], FdWatchers::kWritable) == 0);
+  REQUIRE(watchers.watch(closed[0], FdWatchers::kReadable | FdWatchers::kWritable) == -EBADF);
+  REQUIRE(watchers.watched(closed[0]) == 0);
+}
+
 TEST_CASE("many descriptors ready at once are all reported in one take") {
   UvLoop loop;
   FdWatchers watchers(loop.raw());

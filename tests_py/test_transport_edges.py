@@ -435,6 +435,16 @@ def test_a_cancelled_sock_recv_leaves_no_registration_to_find_by_identity(loop):
         assert type(info.value) is OSError, repr(info.value)
         assert info.value.errno == errno.EBADF
         assert loop.remove_reader(fd) is False
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        cancel_a_waiting_sock_recv(a)
+        loop.add_writer(a, calls.append, "writer")
+        a.close()
+        # The loop drops what sock_recv left; the writer of the closed socket stays registered.
+        loop.run_until_complete(asyncio.sleep(0.01))
+        loop.add_writer(a, calls.append, "writer again")
+        assert loop.remove_writer(a) is True
     loop.run_until_complete(asyncio.sleep(0.01))
     assert calls == []
 

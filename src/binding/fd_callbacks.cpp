@@ -141,9 +141,10 @@ void FdCallbacks::park_reader(int fd, py::handle owner) {
 void FdCallbacks::unpark(std::unordered_map<int, Slot>::iterator found) {
   const py::object owner = std::move(found->second.parked_by);
   const unsigned remaining = watchers_.watched(found->first) & ~FdWatchers::kReadable;
-  // An error means the descriptor was closed, which took it out of the set already.
-  const int status = watchers_.watch(found->first, remaining);
-  if (remaining == 0 || status != 0) {
+  // A writer on a descriptor closed meanwhile stays registered: a selector would have made no
+  // system call for the parked reader, so it would not have noticed either.
+  watchers_.narrow(found->first, remaining);
+  if (remaining == 0) {
     const Slot dropped = std::move(found->second);
     slots_.erase(found);
   }

@@ -98,6 +98,19 @@ int FdWatchers::watch(int fd, unsigned events) {
   return status;
 }
 
+void FdWatchers::narrow(int fd, unsigned events) {
+  const auto found = watched_.find(fd);
+  if (found == watched_.end()) return;
+  events &= found->second;
+  if (events == 0) {
+    watch(fd, 0);
+    return;
+  }
+  // An error means the descriptor was closed (or its number reused), so it is out of the set.
+  if (events != found->second) control(epoll_fd_, EPOLL_CTL_MOD, fd, events);
+  found->second = events;
+}
+
 unsigned FdWatchers::watched(int fd) const {
   const auto found = watched_.find(fd);
   return found == watched_.end() ? 0 : found->second;

@@ -40,6 +40,11 @@ class FdWatchers {
   // Returns 0, or a negative errno (EPERM for a regular file, EBADF for a closed descriptor).
   int watch(int fd, unsigned events);
 
+  // Stops watching `fd` for the events not in `events`. Never fails: a descriptor closed
+  // meanwhile has left the kernel's set already, and its narrower registration stays recorded,
+  // as a selector's key outlives its descriptor until it is unregistered.
+  void narrow(int fd, unsigned events);
+
   // The events watched on `fd` (0 when none).
   unsigned watched(int fd) const;
 
