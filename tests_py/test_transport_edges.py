@@ -388,8 +388,10 @@ def test_a_cancelled_sock_recv_leaves_no_registration_to_find_by_identity(loop):
     """sock_recv() replaces the socket's reader and, cancelled, removes it: the socket is no
     longer registered, so once closed it is an invalid descriptor (ValueError), not a registered
     one whose epoll_ctl fails (OSError).  A later registration under the number makes the number
-    the key's file object.  (Found by the fuzzer: turboloop's sock_recv leaves its reader parked
-    for a moment, and the parked slot was still found by the socket's identity.)"""
+    the key's file object; a reader added for the closed number asks epoll, which fails; and a
+    writer added to the socket before it was closed stays registered.  (Found by the fuzzer:
+    turboloop's sock_recv leaves its reader parked for a moment, and the parked slot was still
+    found by the socket's identity, and dropping it later dropped the writer.)"""
 
     def cancel_a_waiting_sock_recv(sock):
         async def main():
