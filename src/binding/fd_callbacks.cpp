@@ -98,8 +98,7 @@ void FdCallbacks::add(int fd, py::handle fileobj, unsigned event, HandleRef hand
     if (event == FdWatchers::kReadable && owner && parked->second.parked_by.is(owner)) {
       // Still in the kernel's set for reading: nothing to ask it.
       const py::object taken_back = std::move(parked->second.parked_by);
-      py::object first_fileobj = py::reinterpret_borrow<py::object>(fileobj);
-      if (!parked->second.registered()) std::swap(parked->second.fileobj, first_fileobj);
+      const py::object replaced = parked->second.adopt(fileobj);
       parked->second.reader = std::move(handle);
       return;
     }
@@ -119,11 +118,8 @@ void FdCallbacks::add(int fd, py::handle fileobj, unsigned event, HandleRef hand
     PyErr_SetFromErrno(PyExc_OSError);
     throw py::error_already_set();
   }
-  // The file object it was first registered with stays, as in a selector key; a slot left with
-  // only a parked reader is a new registration.
-  const auto [found, inserted] = slots_.try_emplace(fd);
-  py::object first_fileobj = py::reinterpret_borrow<py::object>(fileobj);
-  if (!found->second.registered()) std::swap(found->second.fileobj, first_fileobj);
+  const auto found = slots_.try_emplace(fd).first;
+  const py::object replaced = found->second.adopt(fileobj);
   std::swap(event == FdWatchers::kReadable ? found->second.reader : found->second.writer, handle);
   cancel(handle);
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "binding/common.hpp"
@@ -79,6 +80,14 @@ class FdCallbacks {
 
     // Whether a selector would have a key for it: a parked reader alone is no registration.
     bool registered() const { return reader.get() != nullptr || writer.get() != nullptr; }
+
+    // A callback is about to be added: a new registration takes `added` as its file object, as
+    // a selector's new key would, and an existing one keeps the one it was first registered
+    // with. Returns the file object replaced, for the caller to release last.
+    py::object adopt(py::handle added) {
+      if (registered()) return py::object();
+      return std::exchange(fileobj, py::reinterpret_borrow<py::object>(added));
+    }
   };
 
   // Takes a parked reader's descriptor out of the kernel's set (or the whole slot when nothing
