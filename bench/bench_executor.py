@@ -91,7 +91,7 @@ def pool_class(impl: str):
 
 def make_loop(impl: str) -> asyncio.AbstractEventLoop:
     if impl == "asyncio":
-        return asyncio.DefaultEventLoopPolicy().new_event_loop()
+        return asyncio.SelectorEventLoop()
     if impl == "uvloop":
         import uvloop
         return uvloop.new_event_loop()

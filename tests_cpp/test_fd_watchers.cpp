@@ -1,6 +1,6 @@
 // FdWatchers against real descriptors: readiness reported by its poll, modification,
 // errors at registration, and descriptors closed or reused while watched.
-#include <catch2/catch.hpp>
+#include "catch.hpp"
 
 #include <fcntl.h>
 #include <sys/socket.h>

@@ -1,5 +1,5 @@
 // LoopMetrics: the loop's counters and the heartbeat the watchdog reads.
-#include <catch2/catch.hpp>
+#include "catch.hpp"
 
 #include <chrono>
 #include <thread>

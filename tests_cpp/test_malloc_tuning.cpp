@@ -1,5 +1,5 @@
 // malloc tuning: who may opt out, and what the tuning changes in glibc's malloc.
-#include <catch2/catch.hpp>
+#include "catch.hpp"
 
 #include <cstdlib>
 

@@ -1,5 +1,5 @@
 // MpscQueue: many producers, one consumer, nothing lost or duplicated, per-producer order kept.
-#include <catch2/catch.hpp>
+#include "catch.hpp"
 
 #include <atomic>
 #include <thread>

@@ -1,5 +1,5 @@
 // RingQueue: FIFO order across growth and wrap-around.
-#include <catch2/catch.hpp>
+#include "catch.hpp"
 
 #include <memory>
 

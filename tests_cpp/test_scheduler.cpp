@@ -1,5 +1,5 @@
 // Scheduler: asyncio's _run_once semantics with a fake clock and a fake poll.
-#include <catch2/catch.hpp>
+#include "catch.hpp"
 
 #include <algorithm>
 #include <functional>

@@ -1,6 +1,6 @@
 // ThreadPool: every job runs once, sizing (fixed and elastic), shutdown with and without
 // waiting or cancelling, hooks on every worker.
-#include <catch2/catch.hpp>
+#include "catch.hpp"
 
 #include <atomic>
 #include <chrono>

@@ -1,5 +1,5 @@
 // TimerHeap: earliest deadline first, ties in insertion order, removal keeps the heap valid.
-#include <catch2/catch.hpp>
+#include "catch.hpp"
 
 #include <random>
 #include <vector>

@@ -1,6 +1,6 @@
 // The loop's wait (FdWatchers::poll) with UvLoop's wake-up and the SignalPipe on a real libuv
 // loop: poll timeouts, cross-thread wake-ups, the signal self-pipe.
-#include <catch2/catch.hpp>
+#include "catch.hpp"
 
 #include <unistd.h>
 

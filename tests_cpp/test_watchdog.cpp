@@ -1,6 +1,6 @@
 // The watchdog thread against a heartbeat driven by the test: it flags a busy period that outlasts
 // the threshold while it is still going on, once; it never flags a loop that polls.
-#include <catch2/catch.hpp>
+#include "catch.hpp"
 
 #include <sys/wait.h>
 #include <unistd.h>

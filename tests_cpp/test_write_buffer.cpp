@@ -1,5 +1,5 @@
 // WriteBuffer: bytes come out in the order they went in, whatever the pattern of partial sends.
-#include <catch2/catch.hpp>
+#include "catch.hpp"
 
 #include <random>
 #include <string>

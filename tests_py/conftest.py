@@ -48,7 +48,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def _stock_factory():
     # The stock loop, whatever policy a test may have installed.
-    return asyncio.DefaultEventLoopPolicy().new_event_loop()
+    return asyncio.SelectorEventLoop()
 
 
 def get_factory(name: str):

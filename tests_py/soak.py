@@ -672,7 +672,7 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
 
         return uvloop.new_event_loop
     if name == "asyncio":
-        return asyncio.DefaultEventLoopPolicy().new_event_loop
+        return asyncio.SelectorEventLoop
     raise ValueError(f"unknown loop {name!r}")
 
 

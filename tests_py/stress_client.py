@@ -39,7 +39,7 @@ def resets(seed: int, connections: int, count: int) -> dict[int, str]:
 
 def new_loop(name: str) -> asyncio.AbstractEventLoop:
     if name == "asyncio":
-        return asyncio.DefaultEventLoopPolicy().new_event_loop()
+        return asyncio.SelectorEventLoop()
     if name == "turboloop":
         import turboloop
 

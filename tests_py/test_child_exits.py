@@ -1,7 +1,8 @@
 """Subprocess exits as asyncio reports them. turboloop's loop watches each child's pidfd itself
 while the policy has no child watcher (python/turboloop/_child_exits.py); a watcher the program
 gets or sets is used as on asyncio. Each test starts from a fresh default policy, so that no
-watcher is left over from another test."""
+watcher is left over from another test. From 3.14, asyncio has no child watchers: each loop waits
+for its own children (turboloop's through the same pidfds)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,16 @@ import pytest
 
 import turboloop
 
+# Child watchers and the policy's get_child_watcher() exist up to 3.13.
+HAS_CHILD_WATCHERS = hasattr(asyncio, "set_child_watcher")
+needs_child_watchers = pytest.mark.skipif(not HAS_CHILD_WATCHERS, reason="asyncio has no child watchers from 3.14 on")
+
 
 @pytest.fixture(autouse=True)
 def fresh_policy():
+    if not HAS_CHILD_WATCHERS:
+        yield  # no watcher can be left over
+        return
     previous = asyncio.get_event_loop_policy()
     asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
     yield
@@ -72,26 +80,29 @@ def test_turboloop_watches_children_without_a_watcher_or_threads():
         assert loop._child_exits._pidfds == {}
 
     run(turboloop.new_event_loop, main())
-    assert asyncio.get_event_loop_policy()._watcher is None
+    if HAS_CHILD_WATCHERS:
+        assert asyncio.get_event_loop_policy()._watcher is None
 
 
+@needs_child_watchers
 def test_a_watcher_the_program_sets_is_used(loop_factory, loop_name):
     if loop_name == "uvloop":
         pytest.skip("uvloop watches its children through libuv, whatever the policy's watcher")
-
-    class Counting(asyncio.ThreadedChildWatcher):
-        added = 0
-
-        def add_child_handler(self, pid, callback, *args):
-            Counting.added += 1
-            super().add_child_handler(pid, callback, *args)
 
     async def main():
         proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
         return await proc.wait()
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # child watchers are deprecated from 3.12
+
+        class Counting(asyncio.ThreadedChildWatcher):
+            added = 0
+
+            def add_child_handler(self, pid, callback, *args):
+                Counting.added += 1
+                super().add_child_handler(pid, callback, *args)
+
         asyncio.set_child_watcher(Counting())
     assert run(loop_factory, main()) == 0
     assert Counting.added == 1

@@ -737,7 +737,7 @@ def test_initializer_runs_on_every_worker(make):
 # ----------------------------------------------------------------------------------------------
 
 LOOP_FACTORIES = {
-    "asyncio": lambda: asyncio.DefaultEventLoopPolicy().new_event_loop(),
+    "asyncio": lambda: asyncio.SelectorEventLoop(),
     "turboloop": turboloop.new_event_loop,
 }
 

@@ -1,27 +1,32 @@
 """CPython's own concurrent.futures thread-pool tests, run against turboloop.ThreadPoolExecutor.
 
-Our interpreter (pyenv 3.11) ships ``test.support`` but not ``test_concurrent_futures``; Debian's
-``libpython3.11-testsuite`` has it at ``/usr/lib/python3.11/test/test_concurrent_futures.py``.
-This module is both the pytest test and the driver that runs that file:
+The tests are the running interpreter's ``test.test_concurrent_futures``: a file up to 3.11, a
+package (``util``, ``executor``, ``test_thread_pool``, ``test_wait``, ...) from 3.12 on.  They are
+taken from the interpreter's own ``test`` package if it has them, else from Debian's
+``libpython3.X-testsuite`` in ``/usr/lib/python3.X/test`` (our pyenv 3.11 ships ``test.support``
+but not ``test_concurrent_futures``).  This module is both the pytest test and the driver that
+runs them:
 
     python tests_py/test_executor_conformance.py --executor turboloop --json out.json
 
-The driver (always a fresh subprocess) loads the Debian file by path as
-``test.test_concurrent_futures``, after replacing ``concurrent.futures.ThreadPoolExecutor`` with the
-executor under test -- so ``ThreadPoolMixin.executor_type`` and the tests that name
-``futures.ThreadPoolExecutor`` directly both get it, as under ``python -m turboloop``.  The tests
-that start a child interpreter (``assert_python_ok('-c', code)``) run that child as
-``python -m turboloop -c PRELUDE+code``: the prelude makes the Debian file importable there and
-checks that ``concurrent.futures.ThreadPoolExecutor`` is turboloop's.  It runs the thread-pool
-classes (``ThreadPool*`` -- including those ``create_executor_tests`` generates with
-``ThreadPoolMixin``) and the executor-independent ``FutureTests``, and writes one JSON record per
-test (outcome, message, executors created by the test).
+The driver (always a fresh subprocess) loads the file or package by path as
+``test.test_concurrent_futures`` (and every ``test_*`` module of the package), after replacing
+``concurrent.futures.ThreadPoolExecutor`` with the executor under test -- so
+``ThreadPoolMixin.executor_type`` and the tests that name ``futures.ThreadPoolExecutor`` directly
+both get it, as under ``python -m turboloop``.  The tests that start a child interpreter
+(``assert_python_ok('-c', code)``) run that child as ``python -m turboloop -c PRELUDE+code``: the
+prelude makes the suite importable there and checks that ``concurrent.futures.ThreadPoolExecutor``
+is turboloop's.  It runs the thread-pool classes (``ThreadPool*`` -- including those
+``create_executor_tests`` generates with ``ThreadPoolMixin``) and the executor-independent
+``FutureTests``, and writes one JSON record per test (outcome, message, executors created by the
+test).  Test ids are ``Class.test_name`` in both layouts.
 
 The pytest side runs the driver for turboloop and asserts that every failure is listed in
-``executor_expected_failures.txt`` (``test id  # reason``; ``BUG:`` reasons are turboloop bugs
-reported to the lead) and that every test that made an executor made turboloop's and never the
-stdlib's.  It also runs the driver with the stdlib executor, where everything must pass: that
-proves the harness itself (patched child interpreters included) is sound.
+``executor_expected_failures.txt`` (``test id  # reason``, or ``test id  # [3.13, 3.14] reason``
+for a failure of those Python versions only; ``BUG:`` reasons are turboloop bugs reported to the
+lead) and that every test that made an executor made turboloop's and never the stdlib's.  It also
+runs the driver with the stdlib executor, where everything must pass: that proves the harness
+itself (patched child interpreters included) is sound.
 """
 
 from __future__ import annotations
@@ -30,20 +35,34 @@ import argparse
 import json
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
-DEBIAN_TEST_FILE = Path("/usr/lib/python3.11/test/test_concurrent_futures.py")
 MODULE_NAME = "test.test_concurrent_futures"
 HERE = Path(__file__).resolve().parent
+VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 # Seconds a test may take before it counts as hung (the slowest pass in ~6 s, plus
 # threading_cleanup's own wait); tests listed as hanging get HANG_LIMIT.
 DEFAULT_TEST_LIMIT = 45.0
 HANG_LIMIT = 8.0
 EXPECTED_FILE = HERE / "executor_expected_failures.txt"
 
-# The classes that must be found (a newer or older file that renames them is a harness problem,
-# not a silent pass).
+
+
+def find_suite() -> Path | None:
+    """The running Python's test_concurrent_futures: its package's __init__.py, or the file."""
+    for test_dir in (Path(sysconfig.get_path("stdlib")) / "test", Path(f"/usr/lib/python{VERSION}/test")):
+        for candidate in (test_dir / "test_concurrent_futures" / "__init__.py", test_dir / "test_concurrent_futures.py"):
+            if candidate.exists():
+                return candidate
+    return None
+
+
+SUITE = find_suite()
+
+# The classes that must be found, in either layout (a version that renames them is a harness
+# problem, not a silent pass).
 REQUIRED_CLASSES = {
     "ThreadPoolShutdownTest",
     "ThreadPoolWaitTests",
@@ -121,58 +140,82 @@ def _driver(executor_name: str, json_path: str, only: list[str], skip: set[str],
         concurrent.futures.ThreadPoolExecutor = tl_cls
         concurrent.futures.thread.ThreadPoolExecutor = tl_cls
 
-    spec = importlib.util.spec_from_file_location(MODULE_NAME, str(DEBIAN_TEST_FILE))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[MODULE_NAME] = module
-    spec.loader.exec_module(module)
+    spec = importlib.util.spec_from_file_location(MODULE_NAME, str(SUITE))
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[MODULE_NAME] = package
+    spec.loader.exec_module(package)
     import test
+    from test import support
 
-    test.test_concurrent_futures = module  # type: ignore[attr-defined]
+    test.test_concurrent_futures = package  # type: ignore[attr-defined]
+    if spec.submodule_search_locations:
+        for path in sorted(SUITE.parent.glob("test_*.py")):
+            try:
+                importlib.import_module(f"{MODULE_NAME}.{path.stem}")
+            except unittest.SkipTest:
+                pass  # e.g. test_interpreter_pool without subinterpreters: none of ours
+    modules = [m for name, m in sorted(sys.modules.items()) if name == MODULE_NAME or name.startswith(MODULE_NAME + ".")]
 
     if executor_name == "turboloop":
-        assert module.ThreadPoolMixin.executor_type is turboloop.ThreadPoolExecutor
-        assert module.futures.ThreadPoolExecutor is turboloop.ThreadPoolExecutor
         # FutureTests (and the tests that make bare futures) test the future submit() returns.
-        module.Future = turboloop._executor.Future
+        replaced = 0
+        for module in modules:
+            if vars(module).get("Future") is concurrent.futures.Future:
+                module.Future = turboloop._executor.Future
+                replaced += 1
+        assert replaced, "harness: no module of the suite names Future"
 
-    # Child interpreters: same executor, and the Debian file importable as the tests expect.
-    original_assert_python_ok = module.assert_python_ok
+    # Child interpreters: same executor, and the suite importable as the tests expect.
     prelude = CHILD_PRELUDE.format(
-        module=MODULE_NAME, path=str(DEBIAN_TEST_FILE), check_turboloop=executor_name == "turboloop"
+        module=MODULE_NAME, path=str(SUITE), check_turboloop=executor_name == "turboloop"
     )
 
-    def patched_assert_python_ok(*args, **env_vars):
-        args = list(args)
-        assert args[0] == "-c", args
-        code = prelude + args[1]
-        if executor_name == "turboloop":
-            return original_assert_python_ok("-m", "turboloop", "-c", code, *args[2:], **env_vars)
-        return original_assert_python_ok("-c", code, *args[2:], **env_vars)
+    def patch_assert_python_ok(module):
+        original = module.assert_python_ok
 
-    module.assert_python_ok = patched_assert_python_ok
+        def patched_assert_python_ok(*args, **env_vars):
+            args = list(args)
+            assert args[0] == "-c", args
+            code = prelude + args[1]
+            if executor_name == "turboloop":
+                return original("-m", "turboloop", "-c", code, *args[2:], **env_vars)
+            return original("-c", code, *args[2:], **env_vars)
 
-    classes = {}
-    for name, obj in vars(module).items():
-        if isinstance(obj, type) and issubclass(obj, unittest.TestCase) and obj.__module__ == MODULE_NAME:
-            if name.startswith("ThreadPool") or name == "FutureTests":
+        module.assert_python_ok = patched_assert_python_ok
+
+    patched = [m for m in modules if hasattr(m, "assert_python_ok")]
+    assert patched, "harness: no module of the suite starts child interpreters"
+    for module in patched:
+        patch_assert_python_ok(module)
+
+    classes: dict[str, type] = {}
+    for module in modules:
+        for name, obj in vars(module).items():
+            if (isinstance(obj, type) and issubclass(obj, unittest.TestCase) and obj.__module__ == module.__name__
+                    and (name.startswith("ThreadPool") or name == "FutureTests")):
+                # Ids are Class.test in both layouts: a class name must be unique.
+                assert name not in classes, f"harness: {name} is in two modules"
                 classes[name] = obj
     missing = REQUIRED_CLASSES - set(classes)
     if missing:
-        raise SystemExit(f"harness: classes not found in {DEBIAN_TEST_FILE}: {sorted(missing)}")
+        raise SystemExit(f"harness: classes not found in {SUITE}: {sorted(missing)}")
+    for name, cls in classes.items():
+        if name.startswith("ThreadPool"):
+            assert cls.executor_type is concurrent.futures.ThreadPoolExecutor, (name, cls.executor_type)
+
+    def short_id(test) -> str:
+        return test.id().removeprefix(type(test).__module__ + ".")
 
     loader = unittest.TestLoader()
     suite = unittest.TestSuite()
-    for name in sorted(classes):
-        for case in loader.loadTestsFromTestCase(classes[name]):
-            short = case.id().removeprefix(MODULE_NAME + ".")
+    for cls in sorted(classes.values(), key=lambda c: (c.__module__, c.__name__)):
+        for case in loader.loadTestsFromTestCase(cls):
+            short = short_id(case)
             if short not in skip and (not only or any(short.startswith(o) for o in only)):
                 suite.addTest(case)
 
     records: list[dict] = []
     out = open(json_path, "a")
-
-    def short_id(test) -> str:
-        return test.id().removeprefix(MODULE_NAME + ".")
 
     class Result(unittest.TestResult):
         def startTest(self, test):
@@ -219,9 +262,9 @@ def _driver(executor_name: str, json_path: str, only: list[str], skip: set[str],
                 "seconds": round(time.monotonic() - self._t0, 3),
                 "turboloop_executors": counts["turboloop"] - self._counts0["turboloop"],
                 "stdlib_executors": counts["stdlib"] - self._counts0["stdlib"],
-                "environment_altered": bool(module.support.environment_altered),
+                "environment_altered": bool(support.environment_altered),
             }
-            module.support.environment_altered = False
+            support.environment_altered = False
             records.append(record)
             out.write(json.dumps(record) + "\n")
             out.flush()
@@ -330,8 +373,8 @@ if __name__ != "__main__":
     import pytest
 
     pytestmark = pytest.mark.skipif(
-        not DEBIAN_TEST_FILE.exists(),
-        reason=f"{DEBIAN_TEST_FILE} is absent (Debian package libpython3.11-testsuite not installed)",
+        SUITE is None,
+        reason=f"no test_concurrent_futures for Python {VERSION} (Debian package libpython{VERSION}-testsuite)",
     )
 
     def test_expected_failures_file_is_well_formed():

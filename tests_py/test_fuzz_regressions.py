@@ -63,7 +63,7 @@ def test_loop_api_fixed_seed(seed):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_transport_fixed_seed(seed, loop_name):
     if loop_name == "asyncio":
-        factory = asyncio.DefaultEventLoopPolicy().new_event_loop
+        factory = asyncio.SelectorEventLoop
     else:
         # Not importorskip: a missing turboloop is an error, not a skip.
         factory = importlib.import_module("turboloop").new_event_loop

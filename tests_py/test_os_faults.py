@@ -20,7 +20,7 @@ import pytest
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork, RLIMIT_NOFILE semantics")
 
 NEW_LOOP = {
-    "asyncio": "import asyncio\nnew_loop = asyncio.DefaultEventLoopPolicy().new_event_loop",
+    "asyncio": "import asyncio\nnew_loop = asyncio.SelectorEventLoop",
     "turboloop": "import turboloop\nnew_loop = turboloop.new_event_loop",
     "uvloop": "import uvloop\nnew_loop = uvloop.new_event_loop",
 }

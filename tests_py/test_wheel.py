@@ -137,7 +137,8 @@ def test_sdist_and_wheels_carry_the_package_version(built: Built) -> None:
     version = source_version()
     assert built.sdist.name == f"turboloop-{version}.tar.gz"
     assert built.wheel.name.startswith(f"turboloop-{version}-")
-    assert built.repaired.name == f"turboloop-{version}-cp311-cp311-{built.platform_tag}.whl"
+    python = f"cp{sys.version_info.major}{sys.version_info.minor}"  # a wheel for the Python that built it
+    assert built.repaired.name == f"turboloop-{version}-{python}-{python}-{built.platform_tag}.whl"
 
 
 def test_repaired_wheel_bundles_libuv_and_the_stubs(built: Built) -> None:

@@ -19,7 +19,7 @@ import sys
 import threading
 import warnings
 import weakref
-from asyncio import base_events, coroutines, events, exceptions, unix_events
+from asyncio import base_events, coroutines, events, exceptions, selector_events, unix_events
 from asyncio.base_events import _format_handle  # type: ignore[attr-defined]
 from asyncio.log import logger
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, TypeVarTuple, Unpack
@@ -36,6 +36,11 @@ collections.abc.Coroutine.register(SockCall)
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
+
+# From 3.13, the selector loop refuses to make a transport over a socket another transport uses.
+_CHECKS_SOCKET_OWNER = (
+    "_ensure_fd_no_transport" in selector_events.BaseSelectorEventLoop._make_socket_transport.__code__.co_names
+)
 
 
 def _noop_signal_handler(signum: int, frame: Any) -> None:
@@ -113,6 +118,11 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
         self._watchdog_callback: Callable[[_watchdog.Stall], object] | None = None
         self._datagram_view: memoryview | None = None
         self._child_exits = _child_exits.ChildExits(self)
+        if not _child_exits.HAS_CHILD_WATCHERS:
+            self._watcher = _child_exits.new_loop_watcher(self)
+        # What the Unix selector loop's own __init__ sets, which asyncio reads from 3.13 on
+        # (create_unix_server() and closing its server).
+        self._unix_server_sockets: dict[socket.socket, int] = {}
         if _watchdog.default is not None:
             self.set_watchdog(*_watchdog.default)
 
@@ -302,7 +312,8 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
         extra: Any = None,
         **kwargs: Any,
     ) -> Any:
-        if not _child_exits.loop_may_watch():
+        if not _child_exits.HAS_CHILD_WATCHERS or not _child_exits.loop_may_watch():
+            # From 3.14, asyncio's own code, which waits through self._watcher (a ChildExits).
             return await super()._make_subprocess_transport(  # type: ignore[misc]
                 protocol, args, shell, stdin, stdout, stderr, bufsize, extra=extra, **kwargs
             )
@@ -312,8 +323,10 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
             self, protocol, args, shell, stdin, stdout, stderr, bufsize, waiter=waiter, extra=extra, **kwargs
         )
         pid = transport.get_pid()
-        if not self._child_exits.watch(pid, transport):
-            events.get_child_watcher().add_child_handler(pid, self._child_watcher_callback, transport)
+        try:
+            self._child_exits.add_child_handler(pid, self._child_watcher_callback, transport)
+        except OSError:
+            _child_exits.policy_watcher().add_child_handler(pid, self._child_watcher_callback, transport)
         try:
             await waiter
         except (SystemExit, KeyboardInterrupt):
@@ -327,13 +340,24 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
     # -- transports ----------------------------------------------------------------------------
 
     def _make_socket_transport(
-        self, sock: Any, protocol: Any, waiter: Any = None, *, extra: Any = None, server: Any = None
+        self,
+        sock: Any,
+        protocol: Any,
+        waiter: Any = None,
+        *,
+        extra: Any = None,
+        server: Any = None,
+        context: Any = None,
     ) -> SocketTransport:
-        return SocketTransport(self, sock, protocol, waiter, extra, server)
+        if _CHECKS_SOCKET_OWNER:
+            self._ensure_fd_no_transport(sock)
+        return SocketTransport(self, sock, protocol, waiter, extra, server, context)
 
     def _make_datagram_transport(
         self, sock: Any, protocol: Any, address: Any = None, waiter: Any = None, extra: Any = None
     ) -> _datagram.DatagramTransport:
+        if _CHECKS_SOCKET_OWNER:
+            self._ensure_fd_no_transport(sock)
         return _datagram.DatagramTransport(self, sock, protocol, address, waiter, extra)
 
     def _datagram_buffer(self) -> memoryview:
@@ -354,12 +378,15 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
         server_hostname: str | None = None,
         extra: Any = None,
         server: Any = None,
+        context: Any = None,
         **timeouts: Any,
     ) -> Any:
         # As the selector loop's, on turboloop's socket transport, with turboloop's SSLProtocol
         # (asyncio's with a cheaper read loop).
+        if _CHECKS_SOCKET_OWNER:
+            self._ensure_fd_no_transport(rawsock)
         ssl_protocol = SSLProtocol(self, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts)
-        SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
+        SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server, context=context)
         return ssl_protocol._app_transport
 
     # -- signals ---------------------------------------------------------------------------

@@ -1,13 +1,26 @@
-"""The event loop policy, install() and run(): how programs get turboloop's loop."""
+"""How programs get turboloop's loop: new_event_loop(), run(), and, while asyncio has event loop
+policies, EventLoopPolicy and install().
+
+asyncio deprecates its policies in 3.14 and removes them in 3.16. Which of its interfaces exist is
+detected, never read off a version number: `events._set_event_loop_policy` (the setter asyncio
+uses itself, without a warning) exists exactly where the public one is deprecated.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import warnings
+from asyncio import events, unix_events
 from typing import Any, Coroutine, TypeVar
 
 from turboloop._loop import Loop
 
 _T = TypeVar("_T")
+
+# Up to 3.15: asyncio's default policy, under the name that does not warn (the public
+# asyncio.DefaultEventLoopPolicy warns from 3.14 on). None where policies are gone.
+_DefaultPolicy: Any = getattr(unix_events, "_UnixDefaultEventLoopPolicy", None)
+POLICIES_DEPRECATED = hasattr(events, "_set_event_loop_policy")
 
 
 def new_event_loop() -> Loop:
@@ -15,17 +28,52 @@ def new_event_loop() -> Loop:
     return Loop()
 
 
-class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
-    """asyncio's default policy, except that the loops it makes are turboloop's."""
+if _DefaultPolicy is not None:
 
-    def new_event_loop(self) -> Loop:
-        """Return a new turboloop event loop."""
-        return Loop()
+    class EventLoopPolicy(_DefaultPolicy):  # type: ignore[misc,valid-type]
+        """asyncio's default policy, except that the loops it makes are turboloop's.
+
+        asyncio deprecates policies from 3.14 on: there, prefer turboloop.run(main()) or
+        asyncio.run(main(), loop_factory=turboloop.new_event_loop)."""
+
+        def new_event_loop(self) -> Loop:
+            """Return a new turboloop event loop."""
+            return Loop()
+
+
+def use_turboloop_everywhere() -> None:
+    """For `python -m turboloop`: every loop asyncio makes for the program is turboloop's. asyncio's
+    own new_event_loop() (which asyncio.run() and asyncio.Runner() call) makes one, and where
+    policies exist turboloop's policy is set as well, without the deprecation warning asyncio gives
+    from 3.14 on (the program did not ask for a policy)."""
+    events.new_event_loop = new_event_loop
+    asyncio.new_event_loop = new_event_loop
+    if _DefaultPolicy is None:
+        return
+    if POLICIES_DEPRECATED:
+        events._set_event_loop_policy(EventLoopPolicy())  # type: ignore[attr-defined]
+    else:
+        asyncio.set_event_loop_policy(EventLoopPolicy())
 
 
 def install() -> None:
-    """Make turboloop the event loop of asyncio.run(), asyncio.new_event_loop() and friends."""
-    asyncio.set_event_loop_policy(EventLoopPolicy())
+    """Make turboloop the event loop of asyncio.run(), asyncio.new_event_loop() and friends, through
+    asyncio's event loop policy. From 3.14, where asyncio deprecates policies, this warns as
+    asyncio.set_event_loop_policy() does."""
+    if POLICIES_DEPRECATED:
+        warnings.warn(
+            "turboloop.install() sets an asyncio event loop policy: policies are deprecated and slated "
+            "for removal in Python 3.16; use turboloop.run(main()) or "
+            "asyncio.run(main(), loop_factory=turboloop.new_event_loop) instead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+    if _DefaultPolicy is None:
+        raise RuntimeError(
+            "asyncio has no event loop policies on this Python: use turboloop.run(main()) or "
+            "asyncio.run(main(), loop_factory=turboloop.new_event_loop)"
+        )
+    set_policy_quietly(EventLoopPolicy())
 
 
 def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T:

@@ -1,7 +1,8 @@
 """``python -m turboloop``: run a program, unchanged, on turboloop.
 
-It installs turboloop's loop policy and makes ``concurrent.futures.ThreadPoolExecutor`` turboloop's
-native pool, then runs the program as ``__main__`` the way ``python`` itself would:
+It makes asyncio's new loops turboloop's (asyncio.new_event_loop(), and so asyncio.run() and
+asyncio.Runner(); and the loop policy where asyncio still has policies) and makes
+``concurrent.futures.ThreadPoolExecutor`` turboloop's native pool, then runs the program as ``__main__`` the way ``python`` itself would:
 ``python -m turboloop script.py [args]``, ``-m module [args]`` or ``-c code [args]`` -- the same
 ``sys.argv``, ``sys.path[0]``, ``__main__`` attributes, tracebacks and exit statuses.
 """
@@ -21,7 +22,7 @@ import zipfile
 from typing import Any
 
 from turboloop._executor import ThreadPoolExecutor
-from turboloop._policy import install
+from turboloop._policy import use_turboloop_everywhere
 from turboloop._watchdog import enable_watchdog
 
 USAGE = """usage: python -m turboloop [--watchdog SECONDS] [-m module | -c code | script.py] [args...]
@@ -118,7 +119,7 @@ def main(argv: list[str]) -> int:
     if option in ("-m", "-c") and len(argv) < 2:
         sys.stderr.write(f"Argument expected for the {option} option\n{USAGE}")
         return 2
-    install()
+    use_turboloop_everywhere()
     _use_native_thread_pool()
     try:
         if option == "-c":

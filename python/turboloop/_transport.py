@@ -7,14 +7,34 @@ asyncio's own code reads them (_sock, _protocol, _protocol_paused, _make_empty_w
 
 from __future__ import annotations
 
+import inspect
 import selectors
 import socket
 import warnings
-from asyncio import base_events, constants, futures, protocols, transports, trsock
+from asyncio import base_events, constants, futures, protocols, selector_events, transports, trsock
 from asyncio.log import logger
 from typing import Any, cast
 
 from turboloop._turboloop import TransportCore
+
+# asyncio's Server counts its connections from 3.13 on by the transports themselves
+# (_attach(transport)/_detach(transport), which close_clients() and abort_clients() use); before,
+# by number (_attach()/_detach()).
+_SERVER_KNOWS_TRANSPORTS = len(inspect.signature(base_events.Server._attach).parameters) > 1
+
+
+def _attach(server: Any, transport: SocketTransport) -> None:
+    if _SERVER_KNOWS_TRANSPORTS:
+        server._attach(transport)
+    else:
+        server._attach()
+
+
+def _detach(server: Any, transport: SocketTransport) -> None:
+    if _SERVER_KNOWS_TRANSPORTS:
+        server._detach(transport)
+    else:
+        server._detach()
 
 
 class SocketTransport(transports._FlowControlMixin, transports.Transport):
@@ -24,6 +44,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
     # Read by __del__, which runs even when __init__ failed early.
     _sock: socket.socket | None = None
+    _server: Any = None
     # Set by asyncio's transport base classes, which typeshed leaves undeclared. The loop is
     # turboloop.Loop and the protocol any protocol; both become None once the connection is lost.
     _extra: dict[str, Any]
@@ -38,6 +59,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         waiter: Any = None,
         extra: dict[str, Any] | None = None,
         server: Any = None,
+        context: Any = None,
     ) -> None:
         super().__init__(extra, loop)
         self._extra["socket"] = trsock.TransportSocket(sock)
@@ -52,6 +74,9 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
                 self._extra["peername"] = None
         self._sock = sock
         self._sock_fd = sock.fileno()
+        # The contextvars.Context the protocol's callbacks run in (asyncio passes the server's or
+        # the connection's from 3.15 on); None: the context current when each is scheduled.
+        self._context = context
         self._core = TransportCore(self, sock)
         # The native methods, bound once: the loop runs them when the socket is ready, and
         # protocols and streams call write() and is_closing() straight into the core.
@@ -64,15 +89,15 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         self._server = server
         self._paused = False
         if server is not None:
-            server._attach()
+            _attach(server, self)
         loop._transports[self._sock_fd] = self
         # Disable Nagle's algorithm, as asyncio does: small writes go out without waiting.
         base_events._set_nodelay(sock)  # type: ignore[attr-defined]
-        loop.call_soon(self._protocol.connection_made, self)
+        self._call_soon(self._protocol.connection_made, self)
         # Only start reading once connection_made() has run.
-        loop.call_soon(self._add_reader, self._sock_fd, self._read_ready)
+        self._call_soon(self._add_reader, self._sock_fd, self._read_ready)
         if waiter is not None:
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)  # type: ignore[attr-defined]
+            self._call_soon(futures._set_result_unless_cancelled, waiter, None)  # type: ignore[attr-defined]
 
     @property
     def max_size(self) -> int:
@@ -106,6 +131,8 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         if self._sock is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._sock.close()
+            if self._server is not None and _SERVER_KNOWS_TRANSPORTS:
+                self._server._detach(self)
 
     # -- protocol ------------------------------------------------------------------------------
 
@@ -142,7 +169,14 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         # Also when connection_made() paused reading before the first read was armed.
         if not self.is_reading():
             return
-        self._loop._add_reader(fd, callback, *args)
+        self._loop._add_reader(fd, callback, *args, context=self._context)
+
+    def _add_writer(self, fd: int, callback: Any, *args: Any) -> None:
+        # The native write() calls this when the socket does not take all it is given.
+        self._loop._add_writer(fd, callback, *args, context=self._context)
+
+    def _call_soon(self, callback: Any, *args: Any) -> None:
+        self._loop.call_soon(callback, *args, context=self._context)
 
     def _read_ready__on_eof(self) -> None:
         if self._loop.get_debug():
@@ -164,6 +198,16 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
 
     def get_write_buffer_size(self) -> int:
         return self._core.buffer_size
+
+    if "writelines" in vars(selector_events._SelectorSocketTransport):  # type: ignore[attr-defined]
+        # From 3.12, asyncio's socket transport has a writelines() of its own, with its own errors.
+        def writelines(self, list_of_data: Any) -> None:
+            if self._core.eof:
+                raise RuntimeError("Cannot call writelines() after write_eof()")
+            if self._core.empty_waiter is not None:
+                raise RuntimeError("unable to writelines; sendfile is in progress")
+            if list_of_data:
+                self._core.write(b"".join(list_of_data))
 
     def write_eof(self) -> None:
         if self._core.closing or self._core.eof:
@@ -200,7 +244,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         if not self._core.buffer_size:
             self._core.conn_lost += 1
             self._loop._remove_writer(self._sock_fd)
-            self._loop.call_soon(self._call_connection_lost, None)
+            self._call_soon(self._call_connection_lost, None)
 
     def abort(self) -> None:
         self._force_close(None)
@@ -226,7 +270,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
             self._core.closing = True
             self._loop._remove_reader(self._sock_fd)
         self._core.conn_lost += 1
-        self._loop.call_soon(self._call_connection_lost, exc)
+        self._call_soon(self._call_connection_lost, exc)
 
     def _call_connection_lost(self, exc: BaseException | None) -> None:
         try:
@@ -241,7 +285,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
             self._loop = None
             server = self._server
             if server is not None:
-                server._detach()
+                _detach(server, self)
                 self._server = None
         waiter = self._core.empty_waiter
         if waiter is not None:

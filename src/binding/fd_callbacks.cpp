@@ -4,6 +4,7 @@
 #include "binding/fd_callbacks.hpp"
 
 #include <cerrno>
+#include <string>
 
 #include "binding/loop.hpp"
 
@@ -62,11 +63,26 @@ int fd_to_remove(const FdCallbacks& fds, py::handle fileobj) {
   }
 }
 
-py::object add_callback(py::handle self, unsigned event, py::handle fileobj, py::handle callback, py::args args) {
+// The context= keyword of _add_reader/_add_writer (asyncio passes its transports' context from
+// 3.15 on): the context the callback runs in; None, or left out, copies the current one.
+PyObject* context_keyword(const char* method, const py::kwargs& kwargs) {
+  PyObject* context = Py_None;
+  for (const auto& [name, value] : kwargs) {
+    if (!py::str(name).equal(py::str("context"))) {
+      throw py::type_error(std::string(method) + "() got an unexpected keyword argument '" +
+                           py::str(name).cast<std::string>() + "'");
+    }
+    context = value.ptr();
+  }
+  return context;
+}
+
+py::object add_callback(py::handle self, unsigned event, py::handle fileobj, py::handle callback, py::args args,
+                        PyObject* context) {
   auto& core = self.cast<LoopCore&>();
   core.check_closed();
   const int fd = registered_fd(*core.fds, fileobj);
-  Handle* handle = new_handle(&HandleType, callback.ptr(), args.ptr(), Py_None, self.ptr(), &core, 0.0);
+  Handle* handle = new_handle(&HandleType, callback.ptr(), args.ptr(), context, self.ptr(), &core, 0.0);
   if (handle == nullptr) throw py::error_already_set();
   HandleRef owned(handle);
   auto result = py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(handle));
@@ -231,12 +247,14 @@ std::size_t FdCallbacks::writer_count() const {
 
 void add_fd_methods(py::class_<LoopCore>& cls) {
   cls.def("_add_reader",
-          [](py::handle self, py::handle fd, py::handle callback, py::args args) {
-            return add_callback(self, FdWatchers::kReadable, fd, callback, args);
+          [](py::handle self, py::handle fd, py::handle callback, py::args args, py::kwargs kwargs) {
+            return add_callback(self, FdWatchers::kReadable, fd, callback, args,
+                                context_keyword("_add_reader", kwargs));
           })
       .def("_add_writer",
-           [](py::handle self, py::handle fd, py::handle callback, py::args args) {
-             return add_callback(self, FdWatchers::kWritable, fd, callback, args);
+           [](py::handle self, py::handle fd, py::handle callback, py::args args, py::kwargs kwargs) {
+             return add_callback(self, FdWatchers::kWritable, fd, callback, args,
+                                 context_keyword("_add_writer", kwargs));
            })
       .def("_remove_reader",
            [](LoopCore& core, py::handle fd) { return remove_callback(core, FdWatchers::kReadable, fd); })

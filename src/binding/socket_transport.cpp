@@ -157,11 +157,21 @@ void write_non_contiguous(TransportCore& self, py::handle data, py::error_alread
   raise(PyExc_TypeError, "can't set bytearray slice from memoryview");
 }
 
+// asyncio's _SelectorSocketTransport.write, for the data it refuses.
+PyObject* asyncio_write() {
+  static PyObject* const method = py::object(py::module_::import("asyncio.selector_events")
+                                                 .attr("_SelectorSocketTransport")
+                                                 .attr("write"))
+                                      .release()
+                                      .ptr();
+  return method;
+}
+
 void write(TransportCore& self, py::handle data) {
   if (!is_bytes_like(data.ptr())) {
-    const py::object name = py::type::handle_of(data).attr(interned<"__name__">());
-    PyErr_Format(PyExc_TypeError, "data argument must be a bytes-like object, not %R", name.ptr());
-    throw py::error_already_set();
+    // asyncio's own write() refuses it first thing, with the TypeError of the running version.
+    py::handle{asyncio_write()}(self.transport, data);
+    raise(PyExc_TypeError, "data argument must be a bytes-like object");  // if asyncio's did not
   }
   if (self.eof) raise(PyExc_RuntimeError, "Cannot call write() after write_eof()");
   if (!self.empty_waiter.is_none()) raise(PyExc_RuntimeError, "unable to write; sendfile is in progress");
@@ -193,8 +203,8 @@ void write(TransportCore& self, py::handle data) {
   if (self.buffer.empty()) return;
   // Not all was written: write the rest when the socket can take it.
   try {
-    self.transport.attr(interned<"_loop">())
-        .attr(interned<"_add_writer">())(fd, self.transport.attr(interned<"_write_ready">()));
+    // The transport's _add_writer: it adds the writer in the protocol's context.
+    self.transport.attr(interned<"_add_writer">())(fd, self.transport.attr(interned<"_write_ready">()));
   } catch (py::error_already_set&) {
     self.buffer.clear();  // as asyncio, which buffers only once the writer is added
     throw;
@@ -319,6 +329,7 @@ PyMethodDef hot_methods[] = {
 }  // namespace
 
 void register_socket_transport(py::module_& module) {
+  asyncio_write();  // where an import error can be raised
   auto cls = py::class_<TransportCore>(module, "TransportCore", py::custom_type_setup([](PyHeapTypeObject* heap_type) {
                               auto* type = &heap_type->ht_type;
                               type->tp_flags |= Py_TPFLAGS_HAVE_GC;

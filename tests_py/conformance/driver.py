@@ -62,8 +62,7 @@ def load_loop_spec(name):
     if name == 'asyncio':
         import asyncio
         return LoopSpec(name, asyncio.SelectorEventLoop,
-                        asyncio.DefaultEventLoopPolicy,
-                        asyncio.SelectorEventLoop)
+                        _stock_default_policy(), asyncio.SelectorEventLoop)
     if name == 'uvloop':
         import uvloop
         return LoopSpec(name, uvloop.Loop, uvloop.EventLoopPolicy,
@@ -101,10 +100,32 @@ class LoopCounter:
         return self.counts['policy'] + self.counts['factory']
 
 
+def _stock_default_policy():
+    # Read where asyncio's policy reset looks it up: the public
+    # asyncio.DefaultEventLoopPolicy warns from 3.14 on.
+    from asyncio import unix_events
+    return getattr(unix_events, '_DefaultEventLoopPolicy', None) or \
+        unix_events.DefaultEventLoopPolicy
+
+
+def set_policy(policy):
+    """asyncio.set_event_loop_policy() without the deprecation warning it
+    gives from 3.14 on (where asyncio uses events._set_event_loop_policy)."""
+    from asyncio import events
+    getattr(events, '_set_event_loop_policy',
+            events.set_event_loop_policy)(policy)
+
+
+def get_policy():
+    from asyncio import events
+    return getattr(events, '_get_event_loop_policy',
+                   events.get_event_loop_policy)()
+
+
 def install_policy(spec, counter):
     """Make the loop under test's policy the asyncio default policy."""
     import asyncio
-    import asyncio.events
+    from asyncio import unix_events
 
     base = spec.policy_class
 
@@ -116,15 +137,20 @@ def install_policy(spec, counter):
     ConformancePolicy.__qualname__ = base.__qualname__
     ConformancePolicy.__module__ = base.__module__
 
-    # asyncio.events._init_event_loop_policy() does
-    # "from . import DefaultEventLoopPolicy" (i.e. reads the package
-    # attribute), so set_event_loop_policy(None) resets to our policy.
-    asyncio.DefaultEventLoopPolicy = ConformancePolicy
-    if sys.platform != 'win32':
-        import asyncio.unix_events
-        asyncio.unix_events.DefaultEventLoopPolicy = ConformancePolicy
-    asyncio.set_event_loop_policy(None)
-    assert type(asyncio.get_event_loop_policy()) is ConformancePolicy
+    # Resetting the policy (set_event_loop_policy(None)) instantiates the
+    # default policy by name: up to 3.13 asyncio.DefaultEventLoopPolicy
+    # ("from . import DefaultEventLoopPolicy"), from 3.14 on
+    # unix_events._DefaultEventLoopPolicy, which asyncio's module
+    # __getattr__ also returns (with its deprecation warning) for
+    # asyncio.DefaultEventLoopPolicy and test_utils binds as
+    # DefaultEventLoopPolicy. Replace whichever exist.
+    if 'DefaultEventLoopPolicy' in vars(asyncio):
+        asyncio.DefaultEventLoopPolicy = ConformancePolicy
+    for name in ('DefaultEventLoopPolicy', '_DefaultEventLoopPolicy'):
+        if hasattr(unix_events, name):
+            setattr(unix_events, name, ConformancePolicy)
+    set_policy(None)
+    assert type(get_policy()) is ConformancePolicy
     return ConformancePolicy
 
 
@@ -324,6 +350,16 @@ def make_target_class(mod, tdef, factory):
         ns['create_event_loop'] = lambda self: factory()
     elif hook == 'new_loop':
         ns['new_loop'] = lambda self: factory()
+    elif hook == 'loop_factory':
+        task_factory = tdef.get('task_factory')
+
+        def loop_factory():
+            loop = factory()
+            if task_factory:
+                import asyncio
+                loop.set_task_factory(getattr(asyncio, task_factory))
+            return loop
+        ns['loop_factory'] = staticmethod(loop_factory)
     elif hook == 'runners_new_loop':
         def new_loop(self):
             # test_runners.BaseTest.new_loop() returns a mocked BaseEventLoop
@@ -347,8 +383,7 @@ def make_target_class(mod, tdef, factory):
             # A fresh default policy (i.e. the loop under test's policy):
             # earlier tests may have left e.g. a mock child watcher installed
             # (test_subprocess.GenericWatcherTests does).
-            import asyncio
-            asyncio.set_event_loop_policy(None)
+            set_policy(None)
             super(cls, self).setUp()
             self.loop = factory()
             self.set_event_loop(self.loop)
@@ -413,15 +448,31 @@ def iter_tests(suite):
             yield t
 
 
+def target_applies(mod, tdef):
+    """Test modules differ between CPython versions: a target is made only
+    where the module has its bases and, for the loop_factory hook, one of
+    them pins a loop factory (IsolatedAsyncioTestCase.loop_factory, 3.13+)."""
+    try:
+        bases = [resolve(mod, b) for b in tdef['bases']]
+    except AttributeError:
+        return False
+    return (tdef['hook'] != 'loop_factory'
+            or any(getattr(b, 'loop_factory', None) is not None
+                   for b in bases))
+
+
 def build_tests(mod, modcfg, factory):
     loader = unittest.TestLoader()
+    # A target made from one of the module's test classes replaces it.
+    targets = [t for t in modcfg.get('targets', ()) if target_applies(mod, t)]
     drop = set(modcfg.get('drop', ()))
+    drop.update(b for t in targets for b in t['bases'])
     classes = []
     for name, obj in list(vars(mod).items()):
         if (isinstance(obj, type) and issubclass(obj, unittest.TestCase)
                 and obj.__module__ == mod.__name__ and name not in drop):
             classes.append(obj)
-    for tdef in modcfg.get('targets', ()):
+    for tdef in targets:
         classes.append(make_target_class(mod, tdef, factory))
     tests = []
     for cls in classes:
