@@ -22,17 +22,20 @@ is turboloop's.  It runs the thread-pool classes (``ThreadPool*`` -- including t
 test).  Test ids are ``Class.test_name`` in both layouts.
 
 The pytest side runs the driver for turboloop and asserts that every failure is listed in
-``executor_expected_failures.txt`` (``test id  # reason``, or ``test id  # [3.13, 3.14] reason``
-for a failure of those Python versions only; ``BUG:`` reasons are turboloop bugs reported to the
-lead) and that every test that made an executor made turboloop's and never the stdlib's.  It also
-runs the driver with the stdlib executor, where everything must pass: that proves the harness
-itself (patched child interpreters included) is sound.
+``executor_expected_failures.txt`` (``test id  # reason``, or ``test id  # [3.13, 3.14+] reason``
+for a failure of those Python versions only, ``3.14+`` meaning 3.14 and later; ``BUG:`` reasons
+are turboloop bugs reported to the lead) and that every test that made an executor made
+turboloop's and never the stdlib's.  It also runs the driver with the stdlib executor, where
+everything must pass: that proves the harness itself (patched child interpreters included) is
+sound.  Forking with threads running warns (DeprecationWarning) from 3.12 on, with either pool:
+that warning alone is ignored.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import sysconfig
@@ -49,11 +52,11 @@ HANG_LIMIT = 8.0
 EXPECTED_FILE = HERE / "executor_expected_failures.txt"
 
 
-
 def find_suite() -> Path | None:
     """The running Python's test_concurrent_futures: its package's __init__.py, or the file."""
     for test_dir in (Path(sysconfig.get_path("stdlib")) / "test", Path(f"/usr/lib/python{VERSION}/test")):
-        for candidate in (test_dir / "test_concurrent_futures" / "__init__.py", test_dir / "test_concurrent_futures.py"):
+        for candidate in (test_dir / "test_concurrent_futures" / "__init__.py",
+                          test_dir / "test_concurrent_futures.py"):
             if candidate.exists():
                 return candidate
     return None
@@ -154,7 +157,8 @@ def _driver(executor_name: str, json_path: str, only: list[str], skip: set[str],
                 importlib.import_module(f"{MODULE_NAME}.{path.stem}")
             except unittest.SkipTest:
                 pass  # e.g. test_interpreter_pool without subinterpreters: none of ours
-    modules = [m for name, m in sorted(sys.modules.items()) if name == MODULE_NAME or name.startswith(MODULE_NAME + ".")]
+    modules = [m for name, m in sorted(sys.modules.items())
+               if name == MODULE_NAME or name.startswith(MODULE_NAME + ".")]
 
     if executor_name == "turboloop":
         # FutureTests (and the tests that make bare futures) test the future submit() returns.
@@ -214,12 +218,14 @@ def _driver(executor_name: str, json_path: str, only: list[str], skip: set[str],
             if short not in skip and (not only or any(short.startswith(o) for o in only)):
                 suite.addTest(case)
 
-    records: list[dict] = []
     out = open(json_path, "a")
 
     class Result(unittest.TestResult):
+        in_test = False
+
         def startTest(self, test):
             super().startTest(test)
+            self.in_test = True
             self._t0 = time.monotonic()
             self._counts0 = dict(counts)
             self._outcome = ("pass", "")
@@ -236,6 +242,12 @@ def _driver(executor_name: str, json_path: str, only: list[str], skip: set[str],
 
         def addError(self, test, err):
             super().addError(test, err)
+            if not self.in_test:
+                # A module or class fixture's error (setUpModule, cleanups): a record of its own.
+                record = {"id": str(test), "outcome": "error", "detail": self._exc_info_to_string(err, test)[-4000:],
+                          "seconds": 0, "turboloop_executors": 0, "stdlib_executors": 0, "environment_altered": False}
+                out.write(json.dumps(record) + "\n")
+                return
             self._set("error", self._exc_info_to_string(err, test))
 
         def addFailure(self, test, err):
@@ -254,6 +266,7 @@ def _driver(executor_name: str, json_path: str, only: list[str], skip: set[str],
 
         def stopTest(self, test):
             super().stopTest(test)
+            self.in_test = False
             arm_hang_guard(120)
             record = {
                 "id": short_id(test),
@@ -265,7 +278,6 @@ def _driver(executor_name: str, json_path: str, only: list[str], skip: set[str],
                 "environment_altered": bool(support.environment_altered),
             }
             support.environment_altered = False
-            records.append(record)
             out.write(json.dumps(record) + "\n")
             out.flush()
             print(f"{record['outcome']:5} {record['seconds']:6.2f}s {record['id']}", file=sys.stderr, flush=True)
@@ -273,13 +285,11 @@ def _driver(executor_name: str, json_path: str, only: list[str], skip: set[str],
     result = Result()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        # Forking while other threads run warns from 3.12 on, whatever the pool (3.15's suite
+        # silences it itself).
+        warnings.filterwarnings("ignore", r"This process \(pid=\d+\) is multi-threaded, use of fork\(\)",
+                                DeprecationWarning)
         suite.run(result)
-    # Module-level fixtures' errors (setUpModule / cleanups) are recorded without a test.
-    for test, trace in result.errors:
-        if not hasattr(test, "id") or not any(r["id"] == short_id(test) for r in records):
-            record = {"id": str(test), "outcome": "error", "detail": trace[-4000:], "seconds": 0,
-                      "turboloop_executors": 0, "stdlib_executors": 0, "environment_altered": False}
-            out.write(json.dumps(record) + "\n")
     for w in caught:
         out.write(json.dumps({"warning": f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})"}) + "\n")
     out.write(json.dumps({"done": True, "counts": counts}) + "\n")
@@ -292,18 +302,35 @@ def _driver(executor_name: str, json_path: str, only: list[str], skip: set[str],
 # ----------------------------------------------------------------------------------------------
 
 
-def load_expected(path: Path = EXPECTED_FILE) -> dict[str, str]:
-    """``test id  # reason`` lines; a reason is required."""
+def load_expected(path: Path = EXPECTED_FILE, version: str | None = VERSION) -> dict[str, str]:
+    """``test id  # reason`` lines; a reason is required.  A reason that starts with
+    ``[3.13, 3.14+]`` applies to those versions only (``3.14+``: 3.14 and later); the entries for
+    another ``version`` are left out (``version=None``: all entries)."""
     expected: dict[str, str] = {}
     for number, raw in enumerate(path.read_text().splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         test_id, sep, reason = line.partition("#")
-        if not sep or not reason.strip():
+        reason = reason.strip()
+        if not sep or not reason:
             raise ValueError(f"{path.name}:{number}: an expected failure needs '# reason': {raw!r}")
-        expected[test_id.strip()] = reason.strip()
+        applies = True
+        if reason.startswith("["):
+            tags, _, reason = reason[1:].partition("]")
+            tags = [t.strip() for t in tags.split(",")]
+            if not reason.strip() or not all(re.fullmatch(r"3\.\d+\+?", t) for t in tags):
+                raise ValueError(f"{path.name}:{number}: versions are [3.X, 3.Y+] before a reason: {raw!r}")
+            if version is not None:
+                applies = any(version == t or (t.endswith("+") and _as_tuple(version) >= _as_tuple(t[:-1]))
+                              for t in tags)
+        if applies:
+            expected[test_id.strip()] = reason.strip()
     return expected
+
+
+def _as_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
 
 
 def run_driver(
@@ -378,7 +405,7 @@ if __name__ != "__main__":
     )
 
     def test_expected_failures_file_is_well_formed():
-        for test_id in load_expected():
+        for test_id in load_expected(version=None):
             assert test_id.split(".")[0] in REQUIRED_CLASSES, test_id
 
     def test_cpython_executor_tests_on_turboloop(tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import contextvars
 import errno
 import logging
 import os
@@ -25,6 +26,7 @@ import struct
 import sys
 import tempfile
 import uuid
+from asyncio import selector_events
 
 import pytest
 
@@ -987,9 +989,20 @@ def test_protocol_callback_errors(loop, where, message, exc_type, exc_message):
     run(loop, main())
 
 
-@pytest.mark.uvloop_xfail("uvloop keeps a reference to a written bytearray: later changes are sent")
-def test_write_copies_the_data(loop):
-    """Data written but not yet sent is the data as it was at write() time."""
+# asyncio 3.11 copies what write() cannot send at once; from 3.12 it keeps a reference to it, so
+# that later changes to a bytearray are sent (its bytearray _buffer_factory went then).
+ASYNCIO_COPIES_WRITES = hasattr(selector_events._SelectorSocketTransport, "_buffer_factory")
+
+
+def test_write_of_a_changed_bytearray_as_asyncio(request, loop, loop_name):
+    """Data written but not yet sent is the data as it was at write() time on 3.11; from 3.12 on,
+    what the bytearray holds when it is sent."""
+    if loop_name == "uvloop" and ASYNCIO_COPIES_WRITES:
+        request.applymarker(pytest.mark.xfail(reason="uvloop keeps a reference to a written bytearray"))
+    if loop_name == "turboloop" and not ASYNCIO_COPIES_WRITES:
+        request.applymarker(
+            pytest.mark.xfail(strict=True, reason="turboloop copies written data, as asyncio did up to 3.11")
+        )
 
     async def main():
         async with tcp_pair(loop) as (_, cli, srv):
@@ -1000,7 +1013,10 @@ def test_write_copies_the_data(loop):
             data[:] = b"b" * len(data)
             srv.transport.resume_reading()
             received = await srv.wait_for_data(16 << 20, timeout=10)
-            assert received.count(b"a") == 16 << 20
+            if ASYNCIO_COPIES_WRITES:
+                assert received.count(b"a") == 16 << 20
+            else:
+                assert received.count(b"b") > 0
 
     run(loop, main())
 
@@ -1761,3 +1777,48 @@ def test_bad_fd_for_readers_and_writers(loop, method, fd, message):
     with pytest.raises(ValueError) as info:
         getattr(loop, method)(*args)
     expect(ValueError, message, info.value)
+
+
+@pytest.mark.uvloop_xfail("uvloop runs all of a connection's callbacks in one context, whatever the version")
+def test_protocol_callbacks_see_context_as_asyncio(loop_factory):
+    """Which contextvars.Context a server's protocol callbacks run in follows asyncio of the
+    running version: from 3.15, one copy of the server's context per connection, shared by all of
+    its callbacks (native reads included); before, a copy per scheduled callback."""
+    var = contextvars.ContextVar("var", default="unset")
+
+    def scenario(new_loop):
+        seen = []
+        loop = new_loop()
+
+        class Protocol(asyncio.Protocol):
+            def connection_made(self, transport):
+                seen.append(("made", var.get()))
+                var.set("set by connection_made")
+                self.transport = transport
+
+            def data_received(self, data):
+                seen.append(("data", var.get()))
+                self.transport.write(b"bye")
+                self.transport.close()
+
+            def connection_lost(self, exc):
+                seen.append(("lost", var.get()))
+
+        async def main():
+            var.set("set before create_server")
+            server = await loop.create_server(Protocol, "127.0.0.1", 0)
+            var.set("set after create_server")
+            reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+            writer.write(b"hi")
+            assert await reader.read() == b"bye"
+            writer.close()
+            server.close()
+            await server.wait_closed()
+
+        try:
+            run(loop, main())
+        finally:
+            loop.close()
+        return seen
+
+    assert scenario(loop_factory) == scenario(asyncio.SelectorEventLoop)

@@ -48,12 +48,15 @@ def use_turboloop_everywhere() -> None:
     from 3.14 on (the program did not ask for a policy)."""
     events.new_event_loop = new_event_loop
     asyncio.new_event_loop = new_event_loop
-    if _DefaultPolicy is None:
-        return
+    if _DefaultPolicy is not None:
+        _set_policy_quietly(EventLoopPolicy())
+
+
+def _set_policy_quietly(policy: Any) -> None:
     if POLICIES_DEPRECATED:
-        events._set_event_loop_policy(EventLoopPolicy())  # type: ignore[attr-defined]
+        events._set_event_loop_policy(policy)  # type: ignore[attr-defined]
     else:
-        asyncio.set_event_loop_policy(EventLoopPolicy())
+        asyncio.set_event_loop_policy(policy)
 
 
 def install() -> None:
@@ -73,7 +76,7 @@ def install() -> None:
             "asyncio has no event loop policies on this Python: use turboloop.run(main()) or "
             "asyncio.run(main(), loop_factory=turboloop.new_event_loop)"
         )
-    set_policy_quietly(EventLoopPolicy())
+    _set_policy_quietly(EventLoopPolicy())
 
 
 def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T:

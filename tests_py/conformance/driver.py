@@ -151,6 +151,11 @@ def install_policy(spec, counter):
             setattr(unix_events, name, ConformancePolicy)
     set_policy(None)
     assert type(get_policy()) is ConformancePolicy
+    # asyncio.EventLoop (3.13+), the platform's default loop class, is what
+    # CPython's newer tests pass as loop_factory or call where older ones
+    # went through the policy.
+    if hasattr(asyncio, 'EventLoop'):
+        asyncio.EventLoop = counter.factory
     return ConformancePolicy
 
 
@@ -350,16 +355,6 @@ def make_target_class(mod, tdef, factory):
         ns['create_event_loop'] = lambda self: factory()
     elif hook == 'new_loop':
         ns['new_loop'] = lambda self: factory()
-    elif hook == 'loop_factory':
-        task_factory = tdef.get('task_factory')
-
-        def loop_factory():
-            loop = factory()
-            if task_factory:
-                import asyncio
-                loop.set_task_factory(getattr(asyncio, task_factory))
-            return loop
-        ns['loop_factory'] = staticmethod(loop_factory)
     elif hook == 'runners_new_loop':
         def new_loop(self):
             # test_runners.BaseTest.new_loop() returns a mocked BaseEventLoop
@@ -448,31 +443,15 @@ def iter_tests(suite):
             yield t
 
 
-def target_applies(mod, tdef):
-    """Test modules differ between CPython versions: a target is made only
-    where the module has its bases and, for the loop_factory hook, one of
-    them pins a loop factory (IsolatedAsyncioTestCase.loop_factory, 3.13+)."""
-    try:
-        bases = [resolve(mod, b) for b in tdef['bases']]
-    except AttributeError:
-        return False
-    return (tdef['hook'] != 'loop_factory'
-            or any(getattr(b, 'loop_factory', None) is not None
-                   for b in bases))
-
-
 def build_tests(mod, modcfg, factory):
     loader = unittest.TestLoader()
-    # A target made from one of the module's test classes replaces it.
-    targets = [t for t in modcfg.get('targets', ()) if target_applies(mod, t)]
     drop = set(modcfg.get('drop', ()))
-    drop.update(b for t in targets for b in t['bases'])
     classes = []
     for name, obj in list(vars(mod).items()):
         if (isinstance(obj, type) and issubclass(obj, unittest.TestCase)
                 and obj.__module__ == mod.__name__ and name not in drop):
             classes.append(obj)
-    for tdef in targets:
+    for tdef in modcfg.get('targets', ()):
         classes.append(make_target_class(mod, tdef, factory))
     tests = []
     for cls in classes:

@@ -173,7 +173,7 @@ class Connection:
             while self.protocol.transport is None:
                 await asyncio.sleep(0)
             transport = self.protocol.transport
-            await server.wait_closed()
+            # No wait_closed(): from 3.12 it waits for the connection too (on 3.11 it returns at once).
         self.peer.setblocking(False)
         await asyncio.sleep(0)
         return transport
