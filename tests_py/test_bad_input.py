@@ -182,8 +182,13 @@ def test_past_deadlines_fire_at_once(loop, method, value):
 
 @pytest.mark.uvloop_xfail("uvloop raises ValueError for NaN")
 @pytest.mark.parametrize("method", ["call_later", "call_at"])
-def test_nan_deadline_fires_at_once(loop, method):
+def test_nan_deadline_fires_at_once(request, loop, method):
     # asyncio stores NaN; 'when >= end_time' is False for NaN, so the timer is due immediately.
+    if isinstance(loop, asyncio.SelectorEventLoop) and not hasattr(loop, "stats") and sys.version_info >= (3, 15):
+        request.applymarker(
+            pytest.mark.xfail(strict=True, reason="asyncio 3.15 hands a NaN timeout to the selector, which raises "
+                              "ValueError out of run_forever(); turboloop keeps firing the timer at once")
+        )
     out = []
     h = getattr(loop, method)(math.nan, out.append, "fired")
     assert math.isnan(h.when())

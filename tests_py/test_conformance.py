@@ -1,6 +1,7 @@
 """CPython's own ``test.test_asyncio`` suites, run against the loop under test.
 
-One pytest test per CPython module; each module runs in its own subprocess
+One pytest test per CPython module (of those the interpreter ships: they
+differ between CPython versions); each module runs in its own subprocess
 (``conformance/driver.py``) so a crash or hang cannot take pytest down.
 A module's test fails when
 
@@ -59,8 +60,18 @@ STRICT = os.environ.get("CONFORMANCE_STRICT", "1") != "0"
 RUN_SLOW = bool(os.environ.get("CONFORMANCE_RUN_SLOW"))
 
 
+def _require_test_suite() -> None:
+    if importlib.util.find_spec("test.test_asyncio") is None:
+        pytest.fail(
+            "CPython's test suite (test.test_asyncio) is not installed for this interpreter "
+            "(Debian's system Python: apt-get install libpython3.X-testsuite)",
+            pytrace=False,
+        )
+
+
 def test_expected_files_are_well_formed() -> None:
-    """Every entry of every data file parses, has a reason, and names a module we run."""
+    """Every entry of every data file parses (with its py qualifier), has a reason, and names a
+    module we run."""
     problems = []
     paths = [expectations.expected_path(loop) for loop in config.LOOPS]
     paths.append(expectations.slow_path())
@@ -76,6 +87,16 @@ def test_expected_files_are_well_formed() -> None:
     assert not problems, "\n".join(problems)
 
 
+def test_every_module_is_run_or_listed() -> None:
+    """Each test_asyncio module this Python ships is run, or listed in NOT_RUN with the reason."""
+    _require_test_suite()
+    unlisted = set(harness.shipped_modules()) - set(config.MODULES) - set(config.NOT_RUN)
+    assert not unlisted, (
+        f"test.test_asyncio modules of Python {sys.version.split()[0]} neither in MODULES nor in "
+        f"NOT_RUN (conformance/conformance_config.py): {sorted(unlisted)}"
+    )
+
+
 @pytest.mark.parametrize(
     "module",
     [pytest.param(m, id=f"{config.MODULES[m]['tag']}-{m}") for m in MODULES],
@@ -83,12 +104,7 @@ def test_expected_files_are_well_formed() -> None:
 def test_cpython_asyncio_module(module: str) -> None:
     if importlib.util.find_spec(LOOP) is None:
         pytest.fail(f"the loop under test, {LOOP!r}, is not importable", pytrace=False)
-    if importlib.util.find_spec("test.test_asyncio") is None:
-        pytest.fail(
-            "CPython's test suite (test.test_asyncio) is not installed for this interpreter "
-            "(Debian's system Python: apt-get install libpython3.11-testsuite)",
-            pytrace=False,
-        )
+    _require_test_suite()
     entries = expectations.load(LOOP, run_slow=RUN_SLOW)
     if JOBS > 1:
         run = harness.get_run(LOOP, module, MODULES, JOBS)

@@ -21,6 +21,10 @@ from asyncio import events, unix_events
 from asyncio.log import logger
 from typing import Any, Callable
 
+# asyncio's private names used here, which typeshed has for some versions only.
+_events: Any = events
+_unix_events: Any = unix_events
+
 # Child watchers (and the policy's get_child_watcher()) exist up to 3.13.
 HAS_CHILD_WATCHERS = hasattr(unix_events, "AbstractChildWatcher")
 
@@ -28,10 +32,10 @@ HAS_CHILD_WATCHERS = hasattr(unix_events, "AbstractChildWatcher")
 def loop_may_watch() -> bool:
     """Up to 3.13: True when the policy has no child watcher for the loop to defer to, and
     pidfds exist."""
-    policy = events.get_event_loop_policy()
+    policy = _events.get_event_loop_policy()
     return (
         hasattr(os, "pidfd_open")
-        and isinstance(policy, unix_events._UnixDefaultEventLoopPolicy)  # type: ignore[attr-defined]
+        and isinstance(policy, _unix_events._UnixDefaultEventLoopPolicy)
         and policy._watcher is None
     )
 
@@ -40,14 +44,14 @@ def policy_watcher() -> Any:
     """Up to 3.13: the policy's child watcher, got as asyncio's loop gets it (no warning)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        return events.get_child_watcher()  # type: ignore[attr-defined]
+        return _events.get_child_watcher()
 
 
 def new_loop_watcher(loop: Any) -> Any:
     """From 3.14: what a new loop waits for its children with, as asyncio's loop chooses it."""
-    if unix_events.can_use_pidfd():  # type: ignore[attr-defined]
+    if _unix_events.can_use_pidfd():
         return loop._child_exits
-    return unix_events._ThreadedChildWatcher()  # type: ignore[attr-defined]
+    return _unix_events._ThreadedChildWatcher()
 
 
 def _reap(pid: int) -> None:

@@ -9,6 +9,7 @@ stdlib, ``min_workers`` and ``idle_timeout`` make the pool elastic: idle workers
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 import os
@@ -23,6 +24,8 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 from turboloop._turboloop import FutureMethods, PoolCore
 
 _T = TypeVar("_T")
+# Executor.map(buffersize=) exists from 3.14 on.
+_MAP_TAKES_BUFFERSIZE = "buffersize" in inspect.signature(_base.Executor.map).parameters
 
 # The most worker threads a pool starts, whatever max_workers says.
 _MOST_THREADS = 2**31
@@ -139,7 +142,8 @@ class ThreadPoolExecutor(_stdlib_thread.ThreadPoolExecutor):
 
         self._max_workers = max_workers
         self._thread_name_prefix = thread_name_prefix or ("ThreadPoolExecutor-%d" % self._counter())
-        self._initializer = initializer  # type: ignore[assignment]
+        # typeshed types the stdlib's attribute by version; any callable or None is right here.
+        setattr(self, "_initializer", initializer)
         self._initargs = initargs
         self._threads: set[threading.Thread] = set()
         self._shutdown_lock = threading.Lock()
@@ -178,9 +182,20 @@ class ThreadPoolExecutor(_stdlib_thread.ThreadPoolExecutor):
         self._pool.submit_to_loop(loop, complete, future, fn, args)
 
     def map(
-        self, fn: Callable[..., _T], *iterables: Iterable[Any], timeout: float | None = None, chunksize: int = 1
+        self,
+        fn: Callable[..., _T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
     ) -> Iterator[_T]:
         """Executor.map on native result slots: no concurrent Future per item."""
+        if buffersize is not None:
+            if not _MAP_TAKES_BUFFERSIZE:
+                raise TypeError("Executor.map() got an unexpected keyword argument 'buffersize'")
+            # The stdlib's bounded map (3.14+), which submits as results are taken.
+            bounded: dict[str, Any] = {"buffersize": buffersize}
+            return super().map(fn, *iterables, timeout=timeout, chunksize=chunksize, **bounded)
         if type(self).submit is not ThreadPoolExecutor.submit:
             # A subclass that customises submit() expects map() to go through it.
             return super().map(fn, *iterables, timeout=timeout, chunksize=chunksize)

@@ -24,7 +24,7 @@ from asyncio.base_events import _format_handle  # type: ignore[attr-defined]
 from asyncio.log import logger
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, TypeVarTuple, Unpack
 
-from turboloop import _child_exits, _datagram, _watchdog
+from turboloop import _child_exits, _datagram, _support, _watchdog
 from turboloop._executor import ThreadPoolExecutor
 from turboloop._sslproto import SSLProtocol
 from turboloop._transport import SocketTransport
@@ -38,9 +38,8 @@ _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
 
 # From 3.13, the selector loop refuses to make a transport over a socket another transport uses.
-_CHECKS_SOCKET_OWNER = (
-    "_ensure_fd_no_transport" in selector_events.BaseSelectorEventLoop._make_socket_transport.__code__.co_names
-)
+_SELECTOR_LOOP: Any = selector_events.BaseSelectorEventLoop
+_CHECKS_SOCKET_OWNER = "_ensure_fd_no_transport" in _SELECTOR_LOOP._make_socket_transport.__code__.co_names
 
 
 def _noop_signal_handler(signum: int, frame: Any) -> None:
@@ -102,6 +101,7 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
         def _asyncgen_firstiter_hook(self, agen: Any) -> None: ...
         def _asyncgen_finalizer_hook(self, agen: Any) -> None: ...
         def _child_watcher_callback(self, pid: int, returncode: int, transp: Any) -> None: ...
+        def _ensure_fd_no_transport(self, fd: Any) -> None: ...
 
     def __init__(self) -> None:
         LoopCore.__init__(self)
@@ -422,7 +422,7 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
 
     def add_signal_handler(self, sig: int, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts]) -> None:
         """Call callback(*args) on the loop whenever signal `sig` arrives (main thread only)."""
-        if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
+        if coroutines.iscoroutine(callback) or _support.iscoroutinefunction(callback):
             raise TypeError("coroutines cannot be used with add_signal_handler()")
         self._check_signal(sig)
         self._check_closed()

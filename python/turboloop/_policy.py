@@ -16,6 +16,8 @@ from typing import Any, Coroutine, TypeVar
 from turboloop._loop import Loop
 
 _T = TypeVar("_T")
+# asyncio's private names used here, which typeshed has for some versions only.
+_events: Any = events
 
 # Up to 3.15: asyncio's default policy, under the name that does not warn (the public
 # asyncio.DefaultEventLoopPolicy warns from 3.14 on). None where policies are gone.
@@ -30,7 +32,7 @@ def new_event_loop() -> Loop:
 
 if _DefaultPolicy is not None:
 
-    class EventLoopPolicy(_DefaultPolicy):  # type: ignore[misc,valid-type]
+    class EventLoopPolicy(_DefaultPolicy):  # type: ignore[misc]
         """asyncio's default policy, except that the loops it makes are turboloop's.
 
         asyncio deprecates policies from 3.14 on: there, prefer turboloop.run(main()) or
@@ -54,7 +56,7 @@ def use_turboloop_everywhere() -> None:
 
 def _set_policy_quietly(policy: Any) -> None:
     if POLICIES_DEPRECATED:
-        events._set_event_loop_policy(policy)  # type: ignore[attr-defined]
+        _events._set_event_loop_policy(policy)
     else:
         asyncio.set_event_loop_policy(policy)
 

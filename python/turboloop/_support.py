@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from asyncio import coroutines, format_helpers
-from typing import Any
+from typing import Any, Callable
 
 
 def format_handle(handle: Any) -> str:
@@ -44,9 +44,15 @@ def extract_source_traceback() -> Any:
     return format_helpers.extract_stack(sys._getframe(1))
 
 
+# asyncio's own test for coroutine functions: from 3.14, the public one warns (it goes in 3.16).
+iscoroutinefunction: Callable[[Any], bool] = getattr(
+    coroutines, "_iscoroutinefunction", coroutines.iscoroutinefunction
+)
+
+
 def check_callback(callback: Any, method: str) -> None:
     """asyncio's debug-mode check of a callback passed to call_soon() and friends."""
-    if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
+    if coroutines.iscoroutine(callback) or iscoroutinefunction(callback):
         raise TypeError(f"coroutines cannot be used with {method}()")
     if not callable(callback):
         raise TypeError(f"a callable object was expected by {method}(), got {callback!r}")

@@ -20,7 +20,8 @@ from turboloop._turboloop import TransportCore
 # asyncio's Server counts its connections from 3.13 on by the transports themselves
 # (_attach(transport)/_detach(transport), which close_clients() and abort_clients() use); before,
 # by number (_attach()/_detach()).
-_SERVER_KNOWS_TRANSPORTS = len(inspect.signature(base_events.Server._attach).parameters) > 1
+_SERVER: Any = base_events.Server
+_SERVER_KNOWS_TRANSPORTS = len(inspect.signature(_SERVER._attach).parameters) > 1
 
 
 def _attach(server: Any, transport: SocketTransport) -> None:

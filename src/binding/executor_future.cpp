@@ -16,6 +16,7 @@
 // which is never held while taking the GIL.
 #include "binding/executor_future.hpp"
 
+#include <pybind11/eval.h>
 #include <pythread.h>
 
 #include <algorithm>
@@ -517,11 +518,35 @@ int tell_waiters(NativeFuture* future, py::handle method) {
   return status;
 }
 
+// Whether the stdlib's Future.result() raises a stored exception that is false (a __bool__ or
+// __len__ saying so): it tests `is not None` from 3.13.4 and 3.14 on, `if self._exception:` before.
+bool raises_false_exceptions = true;
+
+bool stdlib_raises_false_exceptions(const py::module_& base) {
+  py::dict scope;
+  scope["Future"] = base.attr("Future");
+  py::exec(R"(
+class FalseError(Exception):
+    def __bool__(self):
+        return False
+
+future = Future()
+future.set_exception(FalseError())
+try:
+    future.result()
+    raises = False
+except FalseError:
+    raises = True
+)",
+           scope);
+  return scope["raises"].cast<bool>();
+}
+
 // The finished future's outcome: its result, or its exception raised (`raise self._exception`).
 PyObject* outcome(NativeFuture* future) {
   PyObject* exception = future->exception;
   if (exception != nullptr) {
-    const int truthy = PyObject_IsTrue(exception);
+    const int truthy = raises_false_exceptions ? 1 : PyObject_IsTrue(exception);
     if (truthy < 0) return nullptr;
     if (truthy) {
       if (PyExceptionInstance_Check(exception))
@@ -908,6 +933,7 @@ void register_executor_future(py::module_& module) {
   invalid_state_error = keep("InvalidStateError");
   futures_logger = keep("LOGGER");
   copy_docs(base.attr("Future").ptr());
+  raises_false_exceptions = stdlib_raises_false_exceptions(base);
   if (PyType_Ready(&FutureConditionType) < 0 || PyType_Ready(&FutureMethodsType) < 0) throw py::error_already_set();
   module.add_object("FutureCondition", reinterpret_cast<PyObject*>(&FutureConditionType));
   module.add_object("FutureMethods", reinterpret_cast<PyObject*>(&FutureMethodsType));

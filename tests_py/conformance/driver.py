@@ -345,6 +345,15 @@ def resolve(mod, dotted):
     return getattr(mod, dotted)
 
 
+def has_bases(mod, tdef):
+    try:
+        for b in tdef['bases']:
+            resolve(mod, b)
+    except AttributeError:
+        return False
+    return True
+
+
 def make_target_class(mod, tdef, factory):
     bases = tuple(resolve(mod, b) for b in tdef['bases'])
     name = tdef['name']
@@ -381,7 +390,10 @@ def make_target_class(mod, tdef, factory):
             set_policy(None)
             super(cls, self).setUp()
             self.loop = factory()
-            self.set_event_loop(self.loop)
+            if hasattr(self, 'set_event_loop'):
+                self.set_event_loop(self.loop)
+            else:       # a plain unittest.TestCase
+                self.addCleanup(self.loop.close)
         cls.setUp = setUp
     if hasattr(mod, name):
         raise RuntimeError(f'{mod.__name__} already defines {name}')
@@ -452,6 +464,8 @@ def build_tests(mod, modcfg, factory):
                 and obj.__module__ == mod.__name__ and name not in drop):
             classes.append(obj)
     for tdef in modcfg.get('targets', ()):
+        if tdef.get('optional') and not has_bases(mod, tdef):
+            continue
         classes.append(make_target_class(mod, tdef, factory))
     tests = []
     for cls in classes:

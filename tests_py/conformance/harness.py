@@ -9,8 +9,10 @@ Used by ``tests_py/test_conformance.py``; also a CLI::
 """
 
 import argparse
+import importlib.util
 import json
 import os
+import pkgutil
 import re
 import signal
 import subprocess
@@ -45,13 +47,39 @@ def selected_loop():
     return loop
 
 
+def shipped_modules():
+    """The ``test_*`` modules of this interpreter's test.test_asyncio (they
+    differ between CPython versions), or None if its test suite is not
+    installed."""
+    try:
+        spec = importlib.util.find_spec('test.test_asyncio')
+    except ImportError:
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return sorted(name for _, name, _ in
+                  pkgutil.iter_modules(spec.submodule_search_locations)
+                  if name.startswith('test_'))
+
+
+def default_modules():
+    """The modules of MODULES this interpreter ships; all of them if it has
+    no test suite (each then fails saying so)."""
+    shipped = shipped_modules()
+    return [m for m in config.MODULES if shipped is None or m in shipped]
+
+
 def selected_modules():
     names = os.environ.get('CONFORMANCE_MODULES', '').replace(',', ' ').split()
     if not names:
-        return list(config.MODULES)
+        return default_modules()
     bad = [n for n in names if n not in config.MODULES]
     if bad:
         raise ValueError(f'CONFORMANCE_MODULES: unknown modules {bad}')
+    absent = [n for n in names if n not in default_modules()]
+    if absent:
+        raise ValueError(f'CONFORMANCE_MODULES: {absent} are not in this '
+                         f'Python\'s test.test_asyncio')
     return names
 
 
@@ -403,7 +431,7 @@ def main(argv=None):
                                    'this directory')
     args = ap.parse_args(argv)
 
-    modules = args.module or list(config.MODULES)
+    modules = args.module or default_modules()
     if args.tag:
         modules = [m for m in modules if config.MODULES[m]['tag'] == args.tag]
     entries = expectations.load(args.loop, run_slow=args.run_slow)
