@@ -60,7 +60,7 @@ def test_install_warns_as_asyncio_does_and_works():
         "with warnings.catch_warnings(record=True) as caught:\n"
         "    warnings.simplefilter('always')\n"
         "    turboloop.install()\n"
-        "print([(w.category.__name__, w.filename == __file__) for w in caught])\n"
+        "print([(w.category.__name__, w.filename == '<string>') for w in caught])\n"
         "async def main(): return type(asyncio.get_running_loop()).__module__\n"
         "with warnings.catch_warnings():\n"
         "    warnings.simplefilter('ignore', DeprecationWarning)\n"

@@ -64,7 +64,7 @@ def _require_test_suite() -> None:
     if importlib.util.find_spec("test.test_asyncio") is None:
         pytest.fail(
             "CPython's test suite (test.test_asyncio) is not installed for this interpreter "
-            "(Debian's system Python: apt-get install libpython3.X-testsuite)",
+            "(Debian's system Python: apt-get install libpython%d.%d-testsuite)" % sys.version_info[:2],
             pytrace=False,
         )
 

@@ -136,9 +136,14 @@ ASYNCIO_PASSING = [
 ]
 
 CONFTEST_POLICY = """
+import warnings
+
 import turboloop
 
-turboloop.install()
+with warnings.catch_warnings():
+    # From 3.14 asyncio deprecates its policies, and install() warns as set_event_loop_policy() does.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    turboloop.install()
 """
 
 CONFTEST_HOOK = """

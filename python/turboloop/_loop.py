@@ -186,6 +186,7 @@ class Loop(LoopCore, asyncio.SelectorEventLoop):  # type: ignore[misc]
         duration = self.time() - start
         if duration >= self.slow_callback_duration:
             logger.warning("Executing %s took %.3f seconds", _format_handle(handle), duration)
+        handle = None  # as asyncio: no cycle through this frame when the callback failed
 
     # -- watchdog and metrics (turboloop's own) ------------------------------------------------
 

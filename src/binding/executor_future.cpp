@@ -237,38 +237,61 @@ void notify_all(NativeFuture* self) {
 
 // ---- The timeout arguments, parsed as the stdlib parses them --------------------------------
 
+// Arguments threading's lock refuses: sets the error a new one raises for them (their messages
+// change between versions), before it would wait. -2.
+double refused_lock_timeout(int blocking, double timeout) {
+  try {
+    py::module_::import("_thread").attr("allocate_lock")().attr("acquire")(py::bool_(blocking != 0), timeout);
+  } catch (py::error_already_set& error) {
+    error.restore();
+    return -2;
+  }
+  PyErr_SetString(PyExc_SystemError, "threading's lock took a timeout turboloop refuses");
+  return -2;
+}
+
 // threading's acquire(blocking, timeout): the seconds to wait (-1 forever, 0 not at all), or -2
 // with the error set.
 double lock_timeout(int blocking, double timeout) {
-  if (std::isnan(timeout)) {
-    PyErr_SetString(PyExc_ValueError, "Invalid value NaN (not a number)");
-    return -2;
-  }
-  if (!blocking && timeout != -1) {
-    PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
-    return -2;
-  }
-  if (timeout < 0 && timeout != -1) {
-    PyErr_SetString(PyExc_ValueError, "timeout value must be positive");
-    return -2;
-  }
-  if (timeout > static_cast<double>(PY_TIMEOUT_MAX) / 1e6) {
-    PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
-    return -2;
-  }
+  if (std::isnan(timeout) || (!blocking && timeout != -1) || (timeout < 0 && timeout != -1) ||
+      timeout > static_cast<double>(PY_TIMEOUT_MAX) / 1e6)
+    return refused_lock_timeout(blocking, timeout);
   return blocking ? timeout : 0;
 }
 
-// Condition.wait(timeout): None waits forever, a number <= 0 (or NaN) does not wait. The seconds
-// (-1 forever), or -2 with the error set (TypeError for what cannot be compared with 0).
+// Whether threading's Condition.wait() tests `timeout <= 0` for not waiting, as it does from
+// 3.15 on (a NaN timeout then goes on to acquire(), which refuses it), not `timeout > 0` for
+// waiting (NaN does not wait).
+bool wait_tests_not_positive = false;
+
+bool stdlib_wait_refuses_nan() {
+  py::dict scope;
+  py::exec(R"(
+import threading
+
+condition = threading.Condition()
+with condition:
+    try:
+        condition.wait(float("nan"))
+        refuses = False
+    except ValueError:
+        refuses = True
+)",
+           scope);
+  return scope["refuses"].cast<bool>();
+}
+
+// Condition.wait(timeout): None waits forever, a number <= 0 does not wait. The seconds (-1
+// forever), or -2 with the error set (TypeError for what cannot be compared with 0).
 double condition_timeout(PyObject* timeout) {
   if (timeout == nullptr || timeout == Py_None) return -1;
   PyObject* zero = PyLong_FromLong(0);
   if (zero == nullptr) return -2;
-  const int positive = PyObject_RichCompareBool(timeout, zero, Py_GT);
+  const int test = PyObject_RichCompareBool(timeout, zero, wait_tests_not_positive ? Py_LE : Py_GT);
   Py_DECREF(zero);
-  if (positive < 0) return -2;
-  if (!positive) return 0;
+  if (test < 0) return -2;
+  const bool waits = wait_tests_not_positive ? test == 0 : test == 1;
+  if (!waits) return 0;
   const double seconds = PyFloat_AsDouble(timeout);
   if (seconds == -1 && PyErr_Occurred()) return -2;
   return lock_timeout(1, seconds);
@@ -934,6 +957,7 @@ void register_executor_future(py::module_& module) {
   futures_logger = keep("LOGGER");
   copy_docs(base.attr("Future").ptr());
   raises_false_exceptions = stdlib_raises_false_exceptions(base);
+  wait_tests_not_positive = stdlib_wait_refuses_nan();
   if (PyType_Ready(&FutureConditionType) < 0 || PyType_Ready(&FutureMethodsType) < 0) throw py::error_already_set();
   module.add_object("FutureCondition", reinterpret_cast<PyObject*>(&FutureConditionType));
   module.add_object("FutureMethods", reinterpret_cast<PyObject*>(&FutureMethodsType));

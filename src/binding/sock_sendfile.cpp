@@ -49,9 +49,13 @@ int sock_sendfile_unregister(SockSendfile* self) {
   return 0;
 }
 
+// Whether asyncio seeks the file even when nothing was sent: its _sock_sendfile_update_filepos
+// does from 3.13 on (it no longer takes total_sent); before, it left the file alone then.
+bool seeks_when_nothing_sent = false;
+
 // asyncio's _sock_sendfile_update_filepos: the file's position after the bytes sent.
 int sock_sendfile_update_filepos(SockSendfile* self) {
-  if (self->total_sent > 0 && lseek(self->file, self->offset, SEEK_SET) < 0) {
+  if ((self->total_sent > 0 || seeks_when_nothing_sent) && lseek(self->file, self->offset, SEEK_SET) < 0) {
     PyErr_SetFromErrno(PyExc_OSError);
     return -1;
   }
@@ -117,6 +121,14 @@ int sock_sendfile_step(SockSendfile* self, bool from_writer) {
     if (sent == -EAGAIN) return sock_sendfile_register(self) < 0 ? sock_sendfile_finish(self, nullptr) : 0;
     if (sent < 0) {
       const int error = static_cast<int>(-sent);
+      // asyncio seeks before it reports the error.
+      if (sock_sendfile_update_filepos(self) < 0) {
+        // Its first call raises the lseek error from sock_sendfile() itself (a file sendfile(2)
+        // refuses, such as a socket's, may not seek either). Later, asyncio's writer would log it
+        // and leave the future pending: the sendfile error is reported instead.
+        if (!from_writer && self->total_sent == 0) return -1;
+        PyErr_Clear();
+      }
       if (self->total_sent == 0) {
         // Most likely not a regular file: asyncio's caller falls back on plain sends.
         static PyObject* const not_available = py::object(py::module_::import("asyncio.exceptions")
@@ -138,10 +150,6 @@ int sock_sendfile_step(SockSendfile* self, bool from_writer) {
       } else {
         errno = error;
         PyErr_SetFromErrno(PyExc_OSError);
-      }
-      if (sock_sendfile_update_filepos(self) < 0) {
-        // Report the sendfile error; the lseek one is lost (asyncio would raise it instead).
-        PyErr_Clear();
       }
       return sock_sendfile_finish(self, nullptr);
     }
@@ -257,6 +265,9 @@ py::object sock_sendfile_start(py::handle self, py::handle sock, int file, long 
 
 void add_sock_methods(py::class_<LoopCore>& cls) {
   if (PyType_Ready(&SockSendfileType) < 0) throw py::error_already_set();
+  const py::object update_filepos =
+      py::module_::import("asyncio.unix_events").attr("_UnixSelectorEventLoop").attr("_sock_sendfile_update_filepos");
+  seeks_when_nothing_sent = !py::tuple(update_filepos.attr("__code__").attr("co_varnames")).contains("total_sent");
   cls.def("_sock_sendfile_start", &sock_sendfile_start, py::arg("sock"), py::arg("file"), py::arg("offset"),
           py::arg("count"), py::arg("blocksize"));
 }

@@ -2,6 +2,8 @@
 // the bytes to the protocol, and writing through a native buffer. python/turboloop/_transport.py
 // holds the rest of the transport (asyncio's _SelectorSocketTransport behaviour); the cold paths
 // here (errors, EOF, flow control, close) call back into it.
+#include <pybind11/eval.h>
+
 #include <cerrno>
 #include <string>
 
@@ -19,6 +21,25 @@ using core::send_some;
 
 // asyncio's constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES.
 constexpr long kConnLostWritesBeforeWarning = 5;
+
+// Whether asyncio's transport counts the connection lost itself once a close() finished draining
+// (gh-156512, in 3.14 and later releases): connection_lost then runs once even when the protocol
+// closed from resume_writing(), and a later write() counts as one after the loss instead of
+// failing on the dropped socket. Nothing but its code tells: whether it assigns _conn_lost.
+bool drained_close_counts_loss = false;
+
+bool asyncio_drained_close_counts_loss() {
+  py::dict scope;
+  py::exec(R"(
+import dis
+from asyncio.selector_events import _SelectorSocketTransport as transport
+
+drain = getattr(transport, "_write_send", None) or transport._write_ready
+counts = any(i.opname == "STORE_ATTR" and i.argval == "_conn_lost" for i in dis.get_instructions(drain))
+)",
+           scope);
+  return scope["counts"].cast<bool>();
+}
 
 class TransportCore {
  public:
@@ -230,7 +251,8 @@ void write_ready(TransportCore& self) {
   if (!self.buffer.empty()) return;
   transport.attr(interned<"_loop">()).attr(interned<"_remove_writer">())(self.fd);
   if (!self.empty_waiter.is_none()) self.empty_waiter.attr(interned<"set_result">())(py::none());
-  if (self.closing) {
+  if (self.closing && !(drained_close_counts_loss && self.conn_lost)) {
+    if (drained_close_counts_loss) ++self.conn_lost;
     transport.attr(interned<"_call_connection_lost">())(py::none());
   } else if (self.eof) {
     transport.attr(interned<"_sock">()).attr(interned<"shutdown">())(static_cast<int>(SHUT_WR));
@@ -330,6 +352,7 @@ PyMethodDef hot_methods[] = {
 
 void register_socket_transport(py::module_& module) {
   asyncio_write();  // where an import error can be raised
+  drained_close_counts_loss = asyncio_drained_close_counts_loss();
   auto cls = py::class_<TransportCore>(module, "TransportCore", py::custom_type_setup([](PyHeapTypeObject* heap_type) {
                               auto* type = &heap_type->ht_type;
                               type->tp_flags |= Py_TPFLAGS_HAVE_GC;
@@ -349,8 +372,12 @@ void register_socket_transport(py::module_& module) {
           [](TransportCore& core) {
             core.fd = -1;
             core.sock = py::none();
+            // No cycle left with the transport (which holds this core): a closed transport is
+            // freed at once, as asyncio's, also with the garbage collector off.
+            core.transport = py::none();
           },
-          "Forget the socket once the transport closed it: no read or write reaches its number again.")
+          "Forget the socket and the transport once the transport closed it: no read or write "
+          "reaches the socket's number again.")
       .def_readwrite("max_read", &TransportCore::max_read)
       .def_property_readonly("buffer_size", [](const TransportCore& core) { return core.buffer.size(); })
       .def_readwrite("conn_lost", &TransportCore::conn_lost)

@@ -20,8 +20,8 @@ Each module entry has:
     module attributes it derives from (``utils.*`` names come from
     ``test.test_asyncio.utils``), ``hook`` how the loop under test is
     injected: ``create_event_loop`` (EventLoopTestsMixin & co), ``new_loop``
-    (FunctionalTestCaseMixin) or ``setup_loop`` (test_subprocess's
-    SubprocessMixin, which creates its loop in its own setUp).
+    (FunctionalTestCaseMixin) or ``setup_loop`` (classes that create their
+    loop in their own setUp, e.g. test_subprocess's SubprocessMixin).
     ``optional=True``: the target is only made where the module has its
     bases (classes new in a later CPython); otherwise a missing base is an
     error.

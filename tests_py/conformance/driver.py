@@ -5,15 +5,15 @@ one subprocess per module so a crash or hang cannot take pytest down)::
 
     python tests_py/conformance/driver.py --loop turboloop --module test_tasks
 
-Before the CPython test module is imported, ``asyncio.DefaultEventLoopPolicy``
+Before the CPython test module is imported, asyncio's default policy class
 is replaced by a subclass of the loop under test's policy, so everything that
 goes through the policy (``asyncio.new_event_loop()``, ``asyncio.run()``,
-``asyncio.Runner``, ``IsolatedAsyncioTestCase``, and the resets done by
-``asyncio.set_event_loop_policy(None)`` in CPython's tearDowns) gets the loop
-under test. Loop-parametrised mixins get generated subclasses whose
-``create_event_loop`` / ``new_loop`` return the loop under test (see
-``conformance_config.py``). Every loop created through either path is counted, so the
-harness can prove the loop under test really ran.
+``asyncio.Runner``, ``IsolatedAsyncioTestCase``, and the policy resets in
+CPython's tearDowns) gets the loop under test, and so does
+``asyncio.EventLoop`` (3.13+). Loop-parametrised mixins get generated
+subclasses whose ``create_event_loop`` / ``new_loop`` return the loop under
+test (see ``conformance_config.py``). Every loop created through either path
+is counted, so the harness can prove the loop under test really ran.
 
 Output: one JSON object per line in ``--results FILE`` (written as the run
 goes, so a crash/hang still leaves the results so far), and at the end a
@@ -101,8 +101,8 @@ class LoopCounter:
 
 
 def _stock_default_policy():
-    # Read where asyncio's policy reset looks it up: the public
-    # asyncio.DefaultEventLoopPolicy warns from 3.14 on.
+    # asyncio's own default policy, under a name that does not warn (the
+    # public asyncio.DefaultEventLoopPolicy does from 3.14 on).
     from asyncio import unix_events
     return getattr(unix_events, '_DefaultEventLoopPolicy', None) or \
         unix_events.DefaultEventLoopPolicy
@@ -123,7 +123,8 @@ def get_policy():
 
 
 def install_policy(spec, counter):
-    """Make the loop under test's policy the asyncio default policy."""
+    """Make the loop under test's policy the asyncio default policy (and,
+    from 3.13 on, asyncio.EventLoop the loop under test's factory)."""
     import asyncio
     from asyncio import unix_events
 

@@ -71,12 +71,13 @@ def default_modules():
 
 def selected_modules():
     names = os.environ.get('CONFORMANCE_MODULES', '').replace(',', ' ').split()
+    available = default_modules()
     if not names:
-        return default_modules()
+        return available
     bad = [n for n in names if n not in config.MODULES]
     if bad:
         raise ValueError(f'CONFORMANCE_MODULES: unknown modules {bad}')
-    absent = [n for n in names if n not in default_modules()]
+    absent = [n for n in names if n not in available]
     if absent:
         raise ValueError(f'CONFORMANCE_MODULES: {absent} are not in this '
                          f'Python\'s test.test_asyncio')

@@ -701,7 +701,7 @@ class Execution:
             if status != "ok":
                 return status
             status, result = _outcome(self.run_until_done, future)
-            return status, type(result).__name__
+            return status, _public_type_name(result)
         if name == "getaddrinfo":
             _, host, port, family, type_, proto, flags, by_keyword = call
             ints = [GAI_INTS[i] for i in (family, type_, proto, flags)]
@@ -730,6 +730,16 @@ class Execution:
         if name == "shutdown_default_executor":
             return _outcome(lambda: self.run_until_done(loop.shutdown_default_executor()))[0]
         raise AssertionError(f"unknown call {name}")
+
+
+def _public_type_name(value) -> str:
+    """The name of the nearest class of ``value`` that asyncio or turboloop exports (else of its
+    own type): from 3.14, stock call_soon_threadsafe() returns an events._ThreadSafeHandle, a
+    private Handle subclass, where turboloop returns its own Handle."""
+    for cls in type(value).__mro__:
+        if getattr(asyncio, cls.__name__, None) is cls or getattr(turboloop, cls.__name__, None) is cls:
+            return cls.__name__
+    return type(value).__name__
 
 
 def _not_a_loop_fd(value):
