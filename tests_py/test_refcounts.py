@@ -10,6 +10,7 @@ import asyncio
 import contextvars
 import gc
 import socket
+import subprocess
 import sys
 
 import pytest
@@ -273,3 +274,20 @@ def test_stats_and_watchdog_settings(make_loop):
         loop.set_watchdog(1.0, on_stall)
         loop.set_watchdog(None)
     assert refcounts(loop, report) == before
+
+
+def test_a_collection_while_a_loop_subclass_makes_its_first_loop():
+    """pybind11 makes a weak reference to a Python subclass when it first makes one of its
+    instances, before the instance's layout exists: a collection then must not traverse it (it
+    crashed, the interpreter with it). In a child interpreter, collecting at every allocation."""
+    code = (
+        "import gc, turboloop\n"
+        "class Mine(turboloop.Loop):\n"
+        "    pass\n"
+        "gc.set_threshold(1)\n"
+        "loop = Mine()\n"
+        "loop.close()\n"
+        "print('made and closed')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout) == (0, "made and closed\n"), proc.stderr

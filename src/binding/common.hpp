@@ -1,6 +1,7 @@
 // Included first by every binding file: the pybind11 alias and the registration entry points.
 #pragma once
 
+#include <pybind11/eval.h>
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
@@ -41,6 +42,14 @@ py::handle interned() {
 }
 
 // The exception `error` holds, with its traceback, as `except ... as exc` gives it.
+// How the running Python behaves where no attribute or signature tells: runs `code`, which sets
+// `answer` to a bool (once, at import).
+inline bool ask_python(const char* code) {
+  py::dict scope;
+  py::exec(code, scope);
+  return scope["answer"].cast<bool>();
+}
+
 inline py::object caught(py::error_already_set& error) {
   py::object exc = error.value();
   if (error.trace()) PyException_SetTraceback(exc.ptr(), error.trace().ptr());

@@ -16,7 +16,6 @@
 // which is never held while taking the GIL.
 #include "binding/executor_future.hpp"
 
-#include <pybind11/eval.h>
 #include <pythread.h>
 
 #include <algorithm>
@@ -265,20 +264,17 @@ double lock_timeout(int blocking, double timeout) {
 bool wait_tests_not_positive = false;
 
 bool stdlib_wait_refuses_nan() {
-  py::dict scope;
-  py::exec(R"(
+  return ask_python(R"(
 import threading
 
 condition = threading.Condition()
 with condition:
     try:
         condition.wait(float("nan"))
-        refuses = False
+        answer = False
     except ValueError:
-        refuses = True
-)",
-           scope);
-  return scope["refuses"].cast<bool>();
+        answer = True
+)");
 }
 
 // Condition.wait(timeout): None waits forever, a number <= 0 does not wait. The seconds (-1
@@ -545,10 +541,10 @@ int tell_waiters(NativeFuture* future, py::handle method) {
 // __len__ saying so): it tests `is not None` from 3.13.4 and 3.14 on, `if self._exception:` before.
 bool raises_false_exceptions = true;
 
-bool stdlib_raises_false_exceptions(const py::module_& base) {
-  py::dict scope;
-  scope["Future"] = base.attr("Future");
-  py::exec(R"(
+bool stdlib_raises_false_exceptions() {
+  return ask_python(R"(
+from concurrent.futures import Future
+
 class FalseError(Exception):
     def __bool__(self):
         return False
@@ -557,12 +553,10 @@ future = Future()
 future.set_exception(FalseError())
 try:
     future.result()
-    raises = False
+    answer = False
 except FalseError:
-    raises = True
-)",
-           scope);
-  return scope["raises"].cast<bool>();
+    answer = True
+)");
 }
 
 // The finished future's outcome: its result, or its exception raised (`raise self._exception`).
@@ -956,7 +950,7 @@ void register_executor_future(py::module_& module) {
   invalid_state_error = keep("InvalidStateError");
   futures_logger = keep("LOGGER");
   copy_docs(base.attr("Future").ptr());
-  raises_false_exceptions = stdlib_raises_false_exceptions(base);
+  raises_false_exceptions = stdlib_raises_false_exceptions();
   wait_tests_not_positive = stdlib_wait_refuses_nan();
   if (PyType_Ready(&FutureConditionType) < 0 || PyType_Ready(&FutureMethodsType) < 0) throw py::error_already_set();
   module.add_object("FutureCondition", reinterpret_cast<PyObject*>(&FutureConditionType));

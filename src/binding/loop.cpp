@@ -80,13 +80,19 @@ PyObject* new_loop(PyTypeObject* type, PyObject*, PyObject*) {
   static PyObject* const no_arguments = PyTuple_New(0);  // never released
   PyObject* self = PyBaseObject_Type.tp_new(type, no_arguments, nullptr);
   if (self == nullptr) return nullptr;
+  // Out of the collector's sight until the layout exists: allocating it may collect (pybind11
+  // makes a weak reference to a new subclass on its first instance), and traverse() cannot read
+  // an instance with no layout yet.
+  PyObject_GC_UnTrack(self);
   try {
     reinterpret_cast<py::detail::instance*>(self)->allocate_layout();
   } catch (const std::exception& error) {
+    PyObject_GC_Track(self);
     Py_DECREF(self);
     PyErr_SetString(PyExc_MemoryError, error.what());
     return nullptr;
   }
+  PyObject_GC_Track(self);
   return self;
 }
 

@@ -29,16 +29,13 @@ constexpr long kConnLostWritesBeforeWarning = 5;
 bool drained_close_counts_loss = false;
 
 bool asyncio_drained_close_counts_loss() {
-  py::dict scope;
-  py::exec(R"(
+  return ask_python(R"(
 import dis
 from asyncio.selector_events import _SelectorSocketTransport as transport
 
 drain = getattr(transport, "_write_send", None) or transport._write_ready
-counts = any(i.opname == "STORE_ATTR" and i.argval == "_conn_lost" for i in dis.get_instructions(drain))
-)",
-           scope);
-  return scope["counts"].cast<bool>();
+answer = any(i.opname == "STORE_ATTR" and i.argval == "_conn_lost" for i in dis.get_instructions(drain))
+)");
 }
 
 class TransportCore {
