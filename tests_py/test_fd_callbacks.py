@@ -4,12 +4,15 @@ sockets, transports and pipes. Each test runs on every loop and must behave as s
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
+import inspect
 import os
 import socket
 import tempfile
 import warnings
 import weakref
+from asyncio import selector_events
 
 import pytest
 
@@ -203,3 +206,30 @@ def test_an_open_loop_with_readers_is_collected(raw_loop_factory):
             warnings.simplefilter("ignore", ResourceWarning)  # "unclosed event loop"
             gc.collect()
         assert ref() is None
+
+
+def test_private_add_reader_and_add_writer_run_their_callback_in_the_context_given(loop, loop_name, socket_pair):
+    """asyncio's transports hand _add_reader/_add_writer their context (3.15+): the callback runs
+    in it; no other keyword is taken."""
+    takes_context = "context" in inspect.signature(selector_events.BaseSelectorEventLoop._add_reader).parameters
+    if loop_name != "turboloop" and not takes_context:
+        pytest.skip("this asyncio's _add_reader/_add_writer take no context")
+    if loop_name == "uvloop":
+        pytest.skip("uvloop's _add_reader/_add_writer take no context")
+    var = contextvars.ContextVar("var", default="unset")
+    context = contextvars.copy_context()
+    context.run(var.set, "given")
+    a, b = socket_pair
+    seen = []
+
+    def record(kind, remove):
+        seen.append((kind, var.get()))
+        remove(a)
+
+    b.send(b"x")
+    loop._add_reader(a, record, "reader", loop._remove_reader, context=context)
+    loop._add_writer(a, record, "writer", loop._remove_writer, context=context)
+    run_until(loop, lambda: len(seen) == 2)
+    assert sorted(seen) == [("reader", "given"), ("writer", "given")]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'ctx'"):
+        loop._add_reader(a, record, ctx=context)

@@ -68,7 +68,7 @@ int fd_to_remove(const FdCallbacks& fds, py::handle fileobj) {
 PyObject* context_keyword(const char* method, const py::kwargs& kwargs) {
   PyObject* context = Py_None;
   for (const auto& [name, value] : kwargs) {
-    if (!py::str(name).equal(py::str("context"))) {
+    if (!name.equal(interned<"context">())) {
       throw py::type_error(std::string(method) + "() got an unexpected keyword argument '" +
                            py::str(name).cast<std::string>() + "'");
     }
