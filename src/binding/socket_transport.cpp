@@ -2,8 +2,6 @@
 // the bytes to the protocol, and writing through a native buffer. python/turboloop/_transport.py
 // holds the rest of the transport (asyncio's _SelectorSocketTransport behaviour); the cold paths
 // here (errors, EOF, flow control, close) call back into it.
-#include <pybind11/eval.h>
-
 #include <cerrno>
 #include <string>
 
