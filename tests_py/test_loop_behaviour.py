@@ -301,6 +301,7 @@ def test_timers_fire_in_when_order(loop):
     assert out == ["negative", "zero", "a", "b", "c"]
 
 
+@pytest.mark.uvloop_xfail("uvloop makes a delay under half a millisecond a call_soon, run after due timers")
 def test_timers_due_in_same_iteration_run_in_when_order(loop):
     out = []
     t = loop.time()
