@@ -1000,10 +1000,6 @@ def test_write_of_a_changed_bytearray_as_asyncio(request, loop, loop_name):
     what the bytearray holds when it is sent."""
     if loop_name == "uvloop" and ASYNCIO_COPIES_WRITES:
         request.applymarker(pytest.mark.xfail(reason="uvloop keeps a reference to a written bytearray"))
-    if loop_name == "turboloop" and not ASYNCIO_COPIES_WRITES:
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="turboloop copies written data, as asyncio did up to 3.11")
-        )
 
     async def main():
         async with tcp_pair(loop) as (_, cli, srv):

@@ -31,12 +31,6 @@ TIMEOUT = 10.0  # seconds, for any single test's coroutine
 ASYNCIO_COPIES_WRITES = hasattr(asyncio.selector_events._SelectorSocketTransport, "_buffer_factory")
 
 
-def xfail_turboloop_unless_asyncio_copies(request, loop_name):
-    if loop_name == "turboloop" and not ASYNCIO_COPIES_WRITES:
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="asyncio keeps the buffer write() could not send; turboloop copies it, as 3.11 does"))
-
-
 def run(loop, coro, timeout=TIMEOUT):
     """Run ``coro`` on ``loop``, failing (not hanging) after ``timeout`` seconds."""
     return loop.run_until_complete(asyncio.wait_for(coro, timeout))
@@ -253,12 +247,11 @@ def test_write_after_the_user_closed_the_socket_is_fatal(loop, socket_class):
 
 
 @pytest.mark.uvloop_xfail("uvloop refuses a non-contiguous memoryview at once (TypeError)")
-def test_non_contiguous_write_behind_buffered_data(loop, loop_name, request):
+def test_non_contiguous_write_behind_buffered_data(loop):
     """With data already buffered, write() of a non-contiguous memoryview.  An asyncio that copies
     (3.11) raises TypeError and leaves the buffer and the connection as they were; one that keeps
     the caller's object buffers it, and the next send fails on it: a fatal BufferError, which drops
     the buffer and loses the connection."""
-    xfail_turboloop_unless_asyncio_copies(request, loop_name)
     handled = []
     loop.set_exception_handler(lambda lp, ctx: handled.append(ctx))
 
@@ -292,12 +285,11 @@ def test_non_contiguous_write_behind_buffered_data(loop, loop_name, request):
 
 
 @pytest.mark.uvloop_xfail("uvloop still exports the buffer while it calls pause_writing(): BufferError on resize")
-def test_pause_writing_may_recycle_the_buffer_just_written(loop, loop_name, request):
+def test_pause_writing_may_recycle_the_buffer_just_written(loop):
     """An asyncio that copies what write() cannot send at once (3.11) holds no export of the
     caller's buffer while it calls pause_writing(): the protocol can clear its bytearray there.
     One that keeps the caller's object still exports it: clearing it is a BufferError.  Either way
     every byte written reaches the peer."""
-    xfail_turboloop_unless_asyncio_copies(request, loop_name)
     handled = []
     loop.set_exception_handler(lambda lp, ctx: handled.append(ctx))
 
@@ -333,6 +325,96 @@ def test_pause_writing_may_recycle_the_buffer_just_written(loop, loop_name, requ
 
     run(loop, main())
     assert handled == []
+
+
+@pytest.mark.uvloop_xfail("uvloop's writelines() copies what it cannot send at once")
+def test_writelines_behind_buffered_data_sends_a_bytearray_as_it_is_when_sent(loop):
+    """writelines() behind data already buffered: an asyncio that keeps the caller's objects
+    (3.12 on) sends a bytearray as it is when its turn comes; one that joins the items (3.11)
+    sends them as they were at the call."""
+
+    async def main():
+        transport, proto, peer = await accepted_transport(loop, sndbuf=4096)
+        try:
+            transport.set_write_buffer_limits(high=1 << 30)  # no pause_writing
+            transport.write(b"x" * 500_000)
+            assert transport.get_write_buffer_size() > 0
+            changing = bytearray(b"before")
+            transport.writelines([b"<", changing, b">"])
+            changing[:] = b"AFTER!"
+            data = await recv_exactly(loop, peer, 500_008)
+            assert data[:500_000] == b"x" * 500_000
+            assert data[500_000:] == (b"<before>" if ASYNCIO_COPIES_WRITES else b"<AFTER!>")
+        finally:
+            await close_transport(transport, proto, peer)
+
+    run(loop, main())
+
+
+def test_writelines_refuses_an_item_that_is_not_bytes_like_before_sending_any(loop, loop_name):
+    """A str among the items is a TypeError (memoryview()'s from 3.12, bytes.join()'s on 3.11), and
+    none of the items is sent by that call."""
+
+    async def main():
+        transport, proto, peer = await accepted_transport(loop)
+        try:
+            with pytest.raises(TypeError) as caught:
+                transport.writelines([b"ok", "text"])
+            if loop_name != "uvloop":
+                expected = "sequence item 1: expected a bytes-like object, str found"
+                if "writelines" in vars(asyncio.selector_events._SelectorSocketTransport):
+                    expected = "memoryview: a bytes-like object is required, not 'str'"
+                assert str(caught.value) == expected
+            await asyncio.sleep(0.01)
+            with pytest.raises(BlockingIOError):
+                peer.recv(100)
+        finally:
+            await close_transport(transport, proto, peer)
+
+    run(loop, main())
+
+
+def test_writelines_of_more_items_than_one_sendmsg_takes(loop):
+    """Thousands of small items (more than IOV_MAX, the most one sendmsg() takes), some empty,
+    written while the socket is full: all arrive, in order."""
+    items = [str(i).encode() + b"," if i % 7 else b"" for i in range(5000)]
+
+    async def main():
+        transport, proto, peer = await accepted_transport(loop, sndbuf=4096)
+        try:
+            transport.set_write_buffer_limits(high=1 << 30)  # no pause_writing
+            transport.writelines(items)
+            transport.writelines(items)
+            expected = b"".join(items) * 2
+            assert await recv_exactly(loop, peer, len(expected)) == expected
+        finally:
+            await close_transport(transport, proto, peer)
+
+    run(loop, main())
+
+
+@pytest.mark.uvloop_xfail("uvloop keeps a written bytearray exported until it is sent: clearing it is a BufferError")
+def test_a_bytearray_emptied_before_its_turn_sends_nothing_and_the_buffer_drains(loop):
+    """A bytearray written behind buffered data and emptied before it is sent: nothing of it goes
+    out, what follows it does, and the transport is left with nothing to send."""
+
+    async def main():
+        transport, proto, peer = await accepted_transport(loop, sndbuf=4096)
+        try:
+            transport.set_write_buffer_limits(high=1 << 30)  # no pause_writing
+            transport.write(b"x" * 200_000)
+            emptied = bytearray(b"gone")
+            transport.write(emptied)
+            transport.write(b"END")
+            emptied.clear()
+            expected = b"x" * 200_000 + (b"goneEND" if ASYNCIO_COPIES_WRITES else b"END")
+            assert await recv_exactly(loop, peer, len(expected)) == expected
+            transport.close()  # with nothing left to send, the connection is lost at once
+            assert await asyncio.wait_for(asyncio.shield(proto.lost), 5) is None
+        finally:
+            await close_transport(transport, proto, peer)
+
+    run(loop, main())
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,6 +23,10 @@ from turboloop._turboloop import TransportCore
 _SERVER: Any = base_events.Server
 _SERVER_KNOWS_TRANSPORTS = len(inspect.signature(_SERVER._attach).parameters) > 1
 
+# From 3.12 asyncio's socket transport has a writelines() of its own (one sendmsg() of the items,
+# with its own errors); before, the base class's joins them into one write().
+_HAS_OWN_WRITELINES = "writelines" in vars(selector_events._SelectorSocketTransport)  # type: ignore[attr-defined]
+
 
 def _attach(server: Any, transport: SocketTransport) -> None:
     if _SERVER_KNOWS_TRANSPORTS:
@@ -84,6 +88,8 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         self._read_ready = self._core.read_ready
         self._write_ready = self._core.write_ready
         self.write = self._core.write  # type: ignore[method-assign]
+        if _HAS_OWN_WRITELINES:
+            self.writelines = self._core.writelines  # type: ignore[method-assign]
         self.is_closing = self._core.is_closing  # type: ignore[method-assign]
         self._protocol_connected = False
         self.set_protocol(protocol)
@@ -198,23 +204,19 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
     # -- writing -------------------------------------------------------------------------------
 
     def get_write_buffer_size(self) -> int:
-        return self._core.buffer_size
+        return self._core.buffer_size  # asyncio's count, which a bytearray changed since may belie
 
-    if "writelines" in vars(selector_events._SelectorSocketTransport):  # type: ignore[attr-defined]
-        # From 3.12, asyncio's socket transport has a writelines() of its own, with its own errors.
+    if _HAS_OWN_WRITELINES:
+
         def writelines(self, list_of_data: Any) -> None:
-            if self._core.eof:
-                raise RuntimeError("Cannot call writelines() after write_eof()")
-            if self._core.empty_waiter is not None:
-                raise RuntimeError("unable to writelines; sendfile is in progress")
-            if list_of_data:
-                self._core.write(b"".join(list_of_data))
+            """Write each bytes-like item: sent at once when the socket takes them, else buffered."""
+            self._core.writelines(list_of_data)
 
     def write_eof(self) -> None:
         if self._core.closing or self._core.eof:
             return
         self._core.eof = True
-        if not self._core.buffer_size:
+        if not self._core.buffered:
             self._sock.shutdown(socket.SHUT_WR)  # type: ignore[union-attr]
 
     def can_write_eof(self) -> bool:
@@ -225,7 +227,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
             raise RuntimeError("Empty waiter is already set")
         waiter = self._loop.create_future()
         self._core.empty_waiter = waiter
-        if not self._core.buffer_size:
+        if not self._core.buffered:
             waiter.set_result(None)
         return waiter
 
@@ -242,7 +244,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
             return
         self._core.closing = True
         self._loop._remove_reader(self._sock_fd)
-        if not self._core.buffer_size:
+        if not self._core.buffered:
             self._core.conn_lost += 1
             self._loop._remove_writer(self._sock_fd)
             self._call_soon(self._call_connection_lost, None)
@@ -264,7 +266,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
     def _force_close(self, exc: BaseException | None) -> None:
         if self._core.conn_lost:
             return
-        if self._core.buffer_size:
+        if self._core.buffered:
             self._core.clear_buffer()
             self._loop._remove_writer(self._sock_fd)
         if not self._core.closing:

@@ -4,11 +4,12 @@
 // here (errors, EOF, flow control, close) call back into it.
 #include <cerrno>
 #include <string>
+#include <vector>
 
 #include "binding/common.hpp"
 #include "binding/socket_read.hpp"
+#include "binding/write_queue.hpp"
 #include "core/socket_io.hpp"
-#include "core/write_buffer.hpp"
 
 namespace turboloop::binding {
 namespace {
@@ -25,6 +26,10 @@ constexpr long kConnLostWritesBeforeWarning = 5;
 // closed from resume_writing(), and a later write() counts as one after the loss instead of
 // failing on the dropped socket. Nothing but its code tells: whether it assigns _conn_lost.
 bool drained_close_counts_loss = false;
+
+// Whether asyncio's transport keeps the objects write() buffers (3.12 on) rather than copies of
+// them (3.11, whose transports make their buffer with _buffer_factory).
+bool keeps_written_objects = false;
 
 bool asyncio_drained_close_counts_loss() {
   return ask_python(R"(
@@ -53,7 +58,7 @@ class TransportCore {
   long conn_lost = 0;  // connection_lost is scheduled once this is set
   bool closing = false;
   bool eof = false;  // write_eof() was called
-  core::WriteBuffer buffer;
+  WriteQueue buffer;
 };
 
 void fatal_error(TransportCore& self, const py::object& exc, const char* message) {
@@ -164,13 +169,42 @@ int live_fd(const TransportCore& self) {
   return fd == self.fd ? self.fd : -1;
 }
 
-// A non-contiguous memoryview, as asyncio 3.11 treats it: socket.send() refuses it (a fatal error
-// of the transport) when nothing is buffered, and bytearray slicing refuses it when something is.
+// A non-contiguous memoryview, as asyncio treats it: socket.send() refuses it (a fatal error of
+// the transport) when nothing is buffered. Behind buffered data, 3.11's bytearray slicing refuses
+// it at once; from 3.12 it is queued, and refused when its turn to be sent comes.
 void write_non_contiguous(TransportCore& self, py::handle data, py::error_already_set& error) {
-  if (py::len(data) == 0) return;
+  const std::size_t length = py::len(data);
+  if (length == 0) return;
   if (self.conn_lost) return count_write_after_loss(self);
   if (self.buffer.empty()) return fatal_error(self, caught(error), "Fatal write error on socket transport");
-  raise(PyExc_TypeError, "can't set bytearray slice from memoryview");
+  if (!keeps_written_objects) raise(PyExc_TypeError, "can't set bytearray slice from memoryview");
+  self.buffer.push(py::reinterpret_borrow<py::object>(data), 0, length);
+  self.transport.attr(interned<"_maybe_pause_protocol">())();
+}
+
+// What the queue keeps of `data` once `sent` of its bytes went out at once: a bytes object itself
+// (nothing can change it). Of another, where asyncio keeps what it is given, the object itself
+// while none of it was sent, else a memoryview of it (asyncio's memoryview(data)[n:], which keeps
+// it exported); where asyncio copies (3.11), a copy of the rest.
+WriteQueue::Chunk kept(py::handle data, const Py_buffer& view, std::size_t sent) {
+  if (PyBytes_Check(data.ptr()) || (keeps_written_objects && sent == 0))
+    return {py::reinterpret_borrow<py::object>(data), sent};
+  PyObject* rest = keeps_written_objects
+                       ? PyMemoryView_FromObject(data.ptr())
+                       : PyBytes_FromStringAndSize(static_cast<const char*>(view.buf) + sent, view.len - static_cast<Py_ssize_t>(sent));
+  if (rest == nullptr) throw py::error_already_set();
+  return {py::reinterpret_steal<py::object>(rest), keeps_written_objects ? sent : 0};
+}
+
+// Releases a buffer view when it goes.
+struct ReleaseView {
+  Py_buffer& view;
+  ~ReleaseView() { PyBuffer_Release(&view); }
+};
+
+void queue(TransportCore& self, py::handle data, const Py_buffer& view, std::size_t sent) {
+  WriteQueue::Chunk chunk = kept(data, view, sent);
+  self.buffer.push(std::move(chunk.data), chunk.offset, static_cast<std::size_t>(view.len) - sent);
 }
 
 // asyncio's _SelectorSocketTransport.write, for the data it refuses.
@@ -198,23 +232,23 @@ void write(TransportCore& self, py::handle data) {
     py::error_already_set error;
     return write_non_contiguous(self, data, error);
   }
-  // The view is released before any Python code runs: a callback may resize `data`.
-  const auto* bytes = static_cast<const char*>(view.buf);
-  const auto size = static_cast<std::size_t>(view.len);
-  if (size == 0 || self.conn_lost) {
-    PyBuffer_Release(&view);
-    if (size != 0) count_write_after_loss(self);
-    return;
+  std::size_t size;
+  ssize_t sent = 0;
+  {
+    // The view is released before any Python code runs: a callback may resize `data`.
+    const ReleaseView release{view};
+    size = static_cast<std::size_t>(view.len);
+    if (size != 0 && !self.conn_lost) {
+      if (send_now) sent = fd < 0 ? -EBADF : send_some(fd, view.buf, size);
+      if (sent >= 0 && static_cast<std::size_t>(sent) < size) queue(self, data, view, static_cast<std::size_t>(sent));
+    }
   }
+  if (size == 0) return;
+  if (self.conn_lost) return count_write_after_loss(self);
   if (!send_now) {
-    self.buffer.append(bytes, size);
-    PyBuffer_Release(&view);
     self.transport.attr(interned<"_maybe_pause_protocol">())();
     return;
   }
-  const ssize_t sent = fd < 0 ? -EBADF : send_some(fd, bytes, size);
-  if (sent >= 0 && static_cast<std::size_t>(sent) < size) self.buffer.append(bytes + sent, size - static_cast<std::size_t>(sent));
-  PyBuffer_Release(&view);
   if (sent < 0) return fatal_error(self, os_error(static_cast<int>(-sent)), "Fatal write error on socket transport");
   if (self.buffer.empty()) return;
   // Not all was written: write the rest when the socket can take it.
@@ -228,20 +262,26 @@ void write(TransportCore& self, py::handle data) {
   self.transport.attr(interned<"_maybe_pause_protocol">())();
 }
 
+// A send of the buffer failed with `exc`: the buffer is dropped and the transport closed.
+void write_failed(TransportCore& self, const py::object& exc) {
+  self.transport.attr(interned<"_loop">()).attr(interned<"_remove_writer">())(self.fd);
+  self.buffer.clear();
+  fatal_error(self, exc, "Fatal write error on socket transport");
+  if (!self.empty_waiter.is_none()) self.empty_waiter.attr(interned<"set_exception">())(exc);
+}
+
 void write_ready(TransportCore& self) {
   if (self.conn_lost || self.fd < 0 || self.buffer.empty()) return;
   const py::object transport = self.transport;
-  const ssize_t sent = send_some(self.fd, self.buffer.front(), self.buffer.size());
-  if (sent == 0) return;  // would block: try again next time
-  if (sent < 0) {
-    const py::object exc = os_error(static_cast<int>(-sent));
-    transport.attr(interned<"_loop">()).attr(interned<"_remove_writer">())(self.fd);
-    self.buffer.clear();
-    fatal_error(self, exc, "Fatal write error on socket transport");
-    if (!self.empty_waiter.is_none()) self.empty_waiter.attr(interned<"set_exception">())(exc);
-    return;
+  ssize_t sent;
+  try {
+    sent = self.buffer.send(self.fd);
+  } catch (py::error_already_set& error) {
+    if (error.matches(PyExc_SystemExit) || error.matches(PyExc_KeyboardInterrupt)) throw;
+    return write_failed(self, caught(error));
   }
-  self.buffer.consume(static_cast<std::size_t>(sent));
+  if (sent < 0) return write_failed(self, os_error(static_cast<int>(-sent)));
+  if (sent == 0 && !self.buffer.empty()) return;  // would block: try again next time
   transport.attr(interned<"_maybe_resume_protocol">())();  // may write more
   if (!self.buffer.empty()) return;
   transport.attr(interned<"_loop">()).attr(interned<"_remove_writer">())(self.fd);
@@ -254,6 +294,40 @@ void write_ready(TransportCore& self) {
   }
 }
 
+// bool(value), raising what it raises.
+bool truthy(py::handle value) {
+  const int result = PyObject_IsTrue(value.ptr());
+  if (result < 0) throw py::error_already_set();
+  return result == 1;
+}
+
+// asyncio's writelines() from 3.12 on: each non-empty item queued as a memoryview (refused as
+// memoryview() refuses it, before any is queued), then one send of the whole buffer.
+void writelines(TransportCore& self, py::handle list_of_data) {
+  if (self.eof) raise(PyExc_RuntimeError, "Cannot call writelines() after write_eof()");
+  if (!self.empty_waiter.is_none()) raise(PyExc_RuntimeError, "unable to writelines; sendfile is in progress");
+  if (!truthy(list_of_data)) return;
+  if (self.conn_lost) return count_write_after_loss(self);
+  std::vector<py::object> views;
+  for (py::handle data : list_of_data) {
+    if (!truthy(data)) continue;  // an empty chunk is never buffered (gh-155888)
+    PyObject* view = PyMemoryView_FromObject(data.ptr());
+    if (view == nullptr) throw py::error_already_set();
+    views.push_back(py::reinterpret_steal<py::object>(view));
+  }
+  for (py::object& view : views) {
+    const auto size = static_cast<std::size_t>(PyMemoryView_GET_BUFFER(view.ptr())->len);
+    self.buffer.push(std::move(view), 0, size);
+  }
+  if (self.buffer.empty()) return;
+  const py::object transport = self.transport;
+  write_ready(self);
+  if (self.buffer.empty()) return;
+  // Not all was written: write the rest when the socket can take it.
+  transport.attr(interned<"_add_writer">())(self.fd, transport.attr(interned<"_write_ready">()));
+  transport.attr(interned<"_maybe_pause_protocol">())();
+}
+
 int traverse(PyObject* self, visitproc visit, void* arg) {
   Py_VISIT(Py_TYPE(self));
   if (!py::detail::is_holder_constructed(self)) return 0;
@@ -262,7 +336,10 @@ int traverse(PyObject* self, visitproc visit, void* arg) {
   Py_VISIT(core.sock.ptr());
   Py_VISIT(core.protocol.ptr());
   Py_VISIT(core.empty_waiter.ptr());
-  return 0;
+  return core.buffer.visit([&](PyObject* data) {
+    Py_VISIT(data);
+    return 0;
+  });
 }
 
 int clear(PyObject* self) {
@@ -272,6 +349,7 @@ int clear(PyObject* self) {
   core.sock = py::none();
   core.protocol = py::none();
   core.empty_waiter = py::none();
+  core.buffer.clear();
   return 0;
 }
 
@@ -336,11 +414,17 @@ PyObject* write_method(PyObject* self, PyObject* const* args, Py_ssize_t nargs, 
   return run_native(self, [data](TransportCore& core) { write(core, data); });
 }
 
+PyObject* writelines_method(PyObject* self, PyObject* list_of_data) {
+  return run_native(self, [list_of_data](TransportCore& core) { writelines(core, list_of_data); });
+}
+
 PyMethodDef hot_methods[] = {
     {"read_ready", read_ready_method, METH_NOARGS, "Read once from the socket and hand the bytes to the protocol."},
     {"is_closing", is_closing_method, METH_NOARGS, "Whether the transport is closing or closed."},
     {"write", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(write_method)), METH_FASTCALL | METH_KEYWORDS,
      "write($self, data)\n--\n\nWrite bytes-like data: sent now when possible, else buffered."},
+    {"writelines", writelines_method, METH_O,
+     "writelines($self, list_of_data)\n--\n\nWrite each bytes-like item, as asyncio's own writelines() (3.12 on)."},
 };
 
 }  // namespace
@@ -348,6 +432,8 @@ PyMethodDef hot_methods[] = {
 void register_socket_transport(py::module_& module) {
   asyncio_write();  // where an import error can be raised
   drained_close_counts_loss = asyncio_drained_close_counts_loss();
+  keeps_written_objects = !py::hasattr(
+      py::module_::import("asyncio.selector_events").attr("_SelectorSocketTransport"), "_buffer_factory");
   auto cls = py::class_<TransportCore>(module, "TransportCore", py::custom_type_setup([](PyHeapTypeObject* heap_type) {
                               auto* type = &heap_type->ht_type;
                               type->tp_flags |= Py_TPFLAGS_HAVE_GC;
@@ -375,6 +461,7 @@ void register_socket_transport(py::module_& module) {
           "reaches the socket's number again.")
       .def_readwrite("max_read", &TransportCore::max_read)
       .def_property_readonly("buffer_size", [](const TransportCore& core) { return core.buffer.size(); })
+      .def_property_readonly("buffered", [](const TransportCore& core) { return !core.buffer.empty(); })
       .def_readwrite("conn_lost", &TransportCore::conn_lost)
       .def_readwrite("closing", &TransportCore::closing)
       .def_readwrite("eof", &TransportCore::eof)

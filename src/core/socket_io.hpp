@@ -6,6 +6,7 @@
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <cerrno>
 #include <cstddef>
@@ -42,6 +43,20 @@ inline ssize_t send_some(int fd, const void* bytes, std::size_t size) {
     count = send(fd, bytes, size, MSG_NOSIGNAL);
   } while (count < 0 && errno == EINTR);
   if (count >= 0) return count;
+  return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+}
+
+// sendmsg() of `count` pieces, or -errno; a send that would block returns 0. MSG_NOSIGNAL, as
+// send_some().
+inline ssize_t send_pieces(int fd, iovec* pieces, std::size_t count) {
+  msghdr message{};
+  message.msg_iov = pieces;
+  message.msg_iovlen = count;
+  ssize_t sent;
+  do {
+    sent = sendmsg(fd, &message, MSG_NOSIGNAL);
+  } while (sent < 0 && errno == EINTR);
+  if (sent >= 0) return sent;
   return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
 }
 
