@@ -20,6 +20,7 @@ import asyncio
 import errno
 import gc
 import socket
+import struct
 import threading
 import weakref
 
@@ -413,6 +414,169 @@ def test_a_bytearray_emptied_before_its_turn_sends_nothing_and_the_buffer_drains
             assert await asyncio.wait_for(asyncio.shield(proto.lost), 5) is None
         finally:
             await close_transport(transport, proto, peer)
+
+    run(loop, main())
+
+
+# Writes a callback makes, and what it sees of the transport right after them. turboloop holds a
+# callback's small writes back until it ends, so that they go out in one system call; nothing the
+# callback (or the loop's caller) can look at may show it.
+
+
+def test_state_right_after_small_writes_in_a_callback_is_as_if_they_were_sent(loop):
+    """After write()s of bytes, bytearray, memoryview and writelines() in one callback, the
+    buffer size is 0 (the socket took them) and the peer gets them all, in order."""
+
+    async def main():
+        transport, proto, peer = await accepted_transport(loop)
+        try:
+            sizes = []
+
+            def callback():
+                transport.write(b"head|")
+                sizes.append(transport.get_write_buffer_size())
+                transport.write(b"body|")
+                transport.write(bytearray(b"array|"))
+                transport.write(b"more|")
+                transport.writelines([b"lines|", memoryview(b"view|")])
+                transport.write(b"end")
+                sizes.append(transport.get_write_buffer_size())
+                transport.write(b"!")
+
+            loop.call_soon(callback)
+            expected = b"head|body|array|more|lines|view|end!"
+            assert await recv_exactly(loop, peer, len(expected)) == expected
+            assert sizes == [0, 0]
+            assert transport.get_write_buffer_size() == 0
+        finally:
+            await close_transport(transport, proto, peer)
+
+    run(loop, main())
+
+
+@pytest.mark.parametrize("ending", ["close", "abort", "write_eof"])
+def test_small_writes_then_close_abort_or_write_eof_in_the_same_callback(loop, ending):
+    """Writes, then close(), abort() or write_eof() in the same callback: the peer gets the data,
+    then EOF, as with writes sent at once."""
+
+    async def main():
+        transport, proto, peer = await accepted_transport(loop)
+        try:
+            def callback():
+                transport.write(b"one,")
+                transport.write(b"two")
+                getattr(transport, ending)()
+
+            loop.call_soon(callback)
+            assert await recv_exactly(loop, peer, 100) == b"one,two"  # up to EOF
+            if ending != "write_eof":
+                assert await asyncio.wait_for(asyncio.shield(proto.lost), 5) is None
+        finally:
+            await close_transport(transport, proto, peer)
+
+    run(loop, main())
+
+
+def test_small_writes_before_the_loop_stops_reach_the_peer_when_run_forever_returns(loop):
+    """Writes in the callback that stops the loop are sent by the time run_forever() returns."""
+    transport, proto, peer = loop.run_until_complete(accepted_transport(loop))
+    try:
+        def callback():
+            transport.write(b"last ")
+            transport.write(b"words")
+            loop.stop()
+
+        loop.call_soon(callback)
+        loop.run_forever()
+        peer.setblocking(True)
+        peer.settimeout(5)
+        assert peer.recv(100) == b"last words"
+    finally:
+        loop.run_until_complete(close_transport(transport, proto, peer))
+
+
+def test_small_writes_before_a_keyboard_interrupt_reach_the_peer(loop):
+    """A callback that writes and then raises KeyboardInterrupt out of the loop: what it wrote
+    is sent, as it was at once on asyncio's loop."""
+    transport, proto, peer = loop.run_until_complete(accepted_transport(loop))
+    try:
+        def callback():
+            transport.write(b"before ")
+            transport.write(b"the interrupt")
+            raise KeyboardInterrupt
+
+        loop.call_soon(callback)
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_forever()
+        peer.setblocking(True)
+        peer.settimeout(5)
+        assert peer.recv(100) == b"before the interrupt"
+    finally:
+        loop.run_until_complete(close_transport(transport, proto, peer))
+
+
+@pytest.mark.parametrize("then_close", [False, True])
+def test_resume_writing_that_writes_while_the_buffer_drains(loop, loop_name, then_close):
+    """A protocol whose resume_writing() writes a little (as SSLProtocol writes close_notify):
+    the buffer drains, the writer goes, and a close() made before it ends the connection once all
+    is sent -- the peer gets every byte, then EOF."""
+
+    class Answering(Recorder):
+        def resume_writing(self):
+            super().resume_writing()
+            self.transport.write(b"tail")
+
+    async def main():
+        transport, proto, peer = await accepted_transport(loop, lambda: Answering(loop), sndbuf=4096)
+        try:
+            transport.set_write_buffer_limits(high=8192, low=0)  # resumed once all is sent
+            transport.write(b"x" * 300_000)
+            assert proto.pauses == 1
+            if then_close:
+                transport.close()
+            data = await recv_exactly(loop, peer, 300_004 if not then_close else 1_000_000)
+            assert data == b"x" * 300_000 + b"tail"
+            if then_close:
+                assert await asyncio.wait_for(asyncio.shield(proto.lost), 5) is None
+            else:
+                await asyncio.sleep(0.05)
+                assert transport.get_write_buffer_size() == 0
+                assert not proto.lost.done()
+                if loop_name == "turboloop":
+                    assert loop._native_stats()["writers"] == 0  # no writer left spinning
+        finally:
+            await close_transport(transport, proto, peer)
+
+    run(loop, main())
+
+
+def test_small_write_to_a_reset_peer_closes_the_transport_before_drain_returns(loop):
+    """write() and drain() to a peer that reset the connection: drain() raises, as on asyncio,
+    whose write() met the reset at once."""
+
+    async def main():
+        server_side = loop.create_future()
+
+        async def handle(reader, writer):
+            server_side.set_result(writer)
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        try:
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            peer_writer = await asyncio.wait_for(server_side, 5)
+            writer.transport.pause_reading()  # only the write can find the reset
+            peer_sock = peer_writer.get_extra_info("socket")
+            peer_sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            peer_writer.transport.abort()  # an RST to the client
+            await asyncio.sleep(0.05)
+            writer.write(b"ping")
+            with pytest.raises(ConnectionError):
+                await writer.drain()
+            writer.close()
+        finally:
+            server.close()
+            await server.wait_closed()
 
     run(loop, main())
 

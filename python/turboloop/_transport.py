@@ -53,6 +53,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
     # Set by asyncio's transport base classes, which typeshed leaves undeclared. The loop is
     # turboloop.Loop and the protocol any protocol; both become None once the connection is lost.
     _extra: dict[str, Any]
+    _high_water: int
     _loop: Any
     _protocol: Any
 
@@ -83,6 +84,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         # the connection's from 3.15 on); None: the context current when each is scheduled.
         self._context = context
         self._core = TransportCore(self, sock)
+        self._core.high_water = self._high_water
         # The native methods, bound once: the loop runs them when the socket is ready, and
         # protocols and streams call write() and is_closing() straight into the core.
         self._read_ready = self._core.read_ready
@@ -203,7 +205,17 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
 
     # -- writing -------------------------------------------------------------------------------
 
+    # Small writes wait in the core until the running callback ends (so that a callback's writes
+    # go out in one system call); whatever looks at the transport's state sends them first.
+
+    def _set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        cast(Any, super())._set_write_buffer_limits(high, low)
+        core = self.__dict__.get("_core")  # None while __init__ has not made it
+        if core is not None:
+            core.high_water = self._high_water
+
     def get_write_buffer_size(self) -> int:
+        self._core.send_held()
         return self._core.buffer_size  # asyncio's count, which a bytearray changed since may belie
 
     if _HAS_OWN_WRITELINES:
@@ -215,6 +227,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
     def write_eof(self) -> None:
         if self._core.closing or self._core.eof:
             return
+        self._core.send_held()
         self._core.eof = True
         if not self._core.buffered:
             self._sock.shutdown(socket.SHUT_WR)  # type: ignore[union-attr]
@@ -225,6 +238,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
     def _make_empty_waiter(self) -> Any:
         if self._core.empty_waiter is not None:
             raise RuntimeError("Empty waiter is already set")
+        self._core.send_held()
         waiter = self._loop.create_future()
         self._core.empty_waiter = waiter
         if not self._core.buffered:
@@ -242,6 +256,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
     def close(self) -> None:
         if self._core.closing:
             return
+        self._core.send_held()
         self._core.closing = True
         self._loop._remove_reader(self._sock_fd)
         if not self._core.buffered:
@@ -265,6 +280,9 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
 
     def _force_close(self, exc: BaseException | None) -> None:
         if self._core.conn_lost:
+            return
+        self._core.send_held()
+        if self._core.conn_lost:  # sending them failed, which closed the transport
             return
         if self._core.buffered:
             self._core.clear_buffer()

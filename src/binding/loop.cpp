@@ -7,6 +7,7 @@
 
 #include "binding/schedule.hpp"
 #include "binding/sock_calls.hpp"
+#include "binding/socket_transport.hpp"
 #include "core/clock.hpp"
 #include "core/malloc_tuning.hpp"
 
@@ -61,6 +62,8 @@ int traverse(PyObject* self, visitproc visit, void* arg) {
       if (status == 0 && object != nullptr) status = visit(object, arg);
     });
   }
+  for (const py::object& held : core.held_writes)
+    if (status == 0) status = visit(held.ptr(), arg);
   return status;
 }
 
@@ -69,6 +72,7 @@ int clear(PyObject* self) {
   auto& core = py::cast<LoopCore&>(py::handle(self));
   core.scheduler.clear();
   core.fds.reset();
+  core.held_writes.clear();
   return 0;
 }
 
@@ -131,9 +135,20 @@ void LoopCore::run_until_stopped(py::handle self) {
       core.thread_id.reset();
     }
   } stop_running{*this};
-  scheduler.run_until_stopped(
-      core::monotonic_seconds, clock_resolution, [&](double timeout) { poll(self, timeout); },
-      [&](HandleRef& item) { run(self, item); });
+  try {
+    scheduler.run_until_stopped(
+        core::monotonic_seconds, clock_resolution, [&](double timeout) { poll(self, timeout); },
+        [&](HandleRef& item) { run(self, item); });
+  } catch (py::error_already_set&) {
+    // A callback's exception ends the run: what it wrote goes out still, as it would have at once.
+    try {
+      send_held_writes(held_writes);
+    } catch (py::error_already_set& error) {
+      error.discard_as_unraisable("sending the writes a callback held back");
+    }
+    throw;
+  }
+  send_held_writes(held_writes);  // any made outside a callback (a signal's Python handler)
   // A stall in the last iteration is reported too (an exception leaving the loop skips this).
   watchdog.busy_period_ended(self, metrics.stop_running());
 }
@@ -169,6 +184,7 @@ void LoopCore::run(py::handle self, HandleRef& item) {
   } else if (run_handle(item.get()) < 0) {
     throw py::error_already_set();
   }
+  if (!held_writes.empty()) send_held_writes(held_writes);
   metrics.callback_ran();
   watchdog.callback_ran(item.get());
 }

@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "binding/common.hpp"
 #include "binding/fd_callbacks.hpp"
@@ -45,6 +46,12 @@ class LoopCore {
   // Made with the loop, not on first use: add_reader from another thread must not touch libuv
   // while the loop thread polls.
   std::unique_ptr<FdCallbacks> fds;
+  // The transports (their TransportCores) holding small writes back until the running callback
+  // ends, so that one callback's writes to a socket go out in one sendmsg() (socket_transport.cpp).
+  std::vector<py::object> held_writes;
+
+  // Whether the loop is running a callback on this thread: only then are writes held back.
+  bool runs_here() const { return thread_id && *thread_id == PyThread_get_thread_ident(); }
 
  private:
   void poll(py::handle self, double timeout);

@@ -2,11 +2,15 @@
 // the bytes to the protocol, and writing through a native buffer. python/turboloop/_transport.py
 // holds the rest of the transport (asyncio's _SelectorSocketTransport behaviour); the cold paths
 // here (errors, EOF, flow control, close) call back into it.
+#include <algorithm>
 #include <cerrno>
 #include <string>
 #include <vector>
 
+#include "binding/socket_transport.hpp"
+
 #include "binding/common.hpp"
+#include "binding/loop.hpp"
 #include "binding/socket_read.hpp"
 #include "binding/write_queue.hpp"
 #include "core/socket_io.hpp"
@@ -20,6 +24,15 @@ using core::send_some;
 
 // asyncio's constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES.
 constexpr long kConnLostWritesBeforeWarning = 5;
+
+// Writes of bytes a callback makes while its loop runs are held back until the callback ends, up
+// to this many bytes, and then sent in one sendmsg(): an HTTP server that writes a response's head
+// and body apart makes one system call and one TCP segment of them, not two. Whatever looks at
+// the transport (is_closing(), get_write_buffer_size(), close(), write_eof(), another kind of
+// write, ...) sends them first, so only the peer can tell: they reach it when the callback ends.
+// Never more than the high-water mark either: the socket would have taken them at once, so holding
+// them back cannot delay a pause_writing().
+constexpr std::size_t kMaxHeldBytes = 64 * 1024;
 
 // Whether asyncio's transport counts the connection lost itself once a close() finished draining
 // (gh-156512, in 3.14 and later releases): connection_lost then runs once even when the protocol
@@ -46,7 +59,12 @@ class TransportCore {
   TransportCore(py::object transport, py::object sock)
       : transport(std::move(transport)),
         sock(std::move(sock)),
-        fd(this->sock.attr(interned<"fileno">())().cast<int>()) {}
+        fd(this->sock.attr(interned<"fileno">())().cast<int>()),
+        loop(native_loop(this->transport.attr(interned<"_loop">()))) {}
+
+  static LoopCore* native_loop(py::handle loop) {
+    return py::isinstance<LoopCore>(loop) ? loop.cast<LoopCore*>() : nullptr;
+  }
 
   py::object transport;  // the Python transport
   py::object sock;       // its socket.socket; None once detached
@@ -59,6 +77,10 @@ class TransportCore {
   bool closing = false;
   bool eof = false;  // write_eof() was called
   WriteQueue buffer;
+  LoopCore* loop;  // the transport's loop when it is turboloop's; null once detached
+  std::size_t held = 0;  // bytes in the buffer held back until the running callback ends
+  std::size_t held_limit = kMaxHeldBytes;  // at most kMaxHeldBytes and the high-water mark
+  bool draining = false;  // write_ready() runs, and its writer is still registered
 };
 
 void fatal_error(TransportCore& self, const py::object& exc, const char* message) {
@@ -217,7 +239,49 @@ PyObject* asyncio_write() {
   return method;
 }
 
-void write(TransportCore& self, py::handle data) {
+// Not all was written at once: the rest is sent when the socket can take it.
+void send_rest_when_writable(TransportCore& self, int fd) {
+  try {
+    // The transport's _add_writer: it adds the writer in the protocol's context.
+    self.transport.attr(interned<"_add_writer">())(fd, self.transport.attr(interned<"_write_ready">()));
+  } catch (py::error_already_set&) {
+    self.buffer.clear();  // as asyncio, which buffers only once the writer is added
+    throw;
+  }
+  self.transport.attr(interned<"_maybe_pause_protocol">())();
+}
+
+// Sends what the transport held back, as write() would have sent it at once.
+void send_held(TransportCore& self) {
+  if (self.held == 0) return;
+  self.held = 0;
+  if (self.fd < 0 || self.conn_lost) return self.buffer.clear();
+  const int fd = live_fd(self);
+  const ssize_t sent = fd < 0 ? -EBADF : self.buffer.send(fd);
+  if (sent < 0) {
+    self.buffer.clear();
+    return fatal_error(self, os_error(static_cast<int>(-sent)), "Fatal write error on socket transport");
+  }
+  if (!self.buffer.empty()) send_rest_when_writable(self, fd);
+}
+
+// Holds `data` back (see kMaxHeldBytes) if it may be: bytes, written while the loop runs a
+// callback on this thread, with nothing else buffered and no writer registered, to an open transport.
+bool hold(TransportCore& self, py::handle owner, py::handle data) {
+  if (!PyBytes_Check(data.ptr()) || self.conn_lost || self.closing || self.draining) return false;
+  const auto size = static_cast<std::size_t>(PyBytes_GET_SIZE(data.ptr()));
+  if (size == 0) return self.held != 0;
+  if (self.held + size > self.held_limit) return false;
+  if (self.held == 0) {
+    if (!self.buffer.empty() || self.loop == nullptr || !self.loop->runs_here()) return false;
+    self.loop->held_writes.push_back(py::reinterpret_borrow<py::object>(owner));
+  }
+  self.buffer.push(py::reinterpret_borrow<py::object>(data), 0, size);
+  self.held += size;
+  return true;
+}
+
+void write(TransportCore& self, py::handle owner, py::handle data) {
   if (!is_bytes_like(data.ptr())) {
     // asyncio's own write() refuses it first thing, with the TypeError of the running version.
     py::handle{asyncio_write()}(self.transport, data);
@@ -225,6 +289,8 @@ void write(TransportCore& self, py::handle data) {
   }
   if (self.eof) raise(PyExc_RuntimeError, "Cannot call write() after write_eof()");
   if (!self.empty_waiter.is_none()) raise(PyExc_RuntimeError, "unable to write; sendfile is in progress");
+  if (hold(self, owner, data)) return;
+  send_held(self);
   const bool send_now = self.buffer.empty() && !self.conn_lost;
   const int fd = send_now ? live_fd(self) : self.fd;
   Py_buffer view;
@@ -250,16 +316,7 @@ void write(TransportCore& self, py::handle data) {
     return;
   }
   if (sent < 0) return fatal_error(self, os_error(static_cast<int>(-sent)), "Fatal write error on socket transport");
-  if (self.buffer.empty()) return;
-  // Not all was written: write the rest when the socket can take it.
-  try {
-    // The transport's _add_writer: it adds the writer in the protocol's context.
-    self.transport.attr(interned<"_add_writer">())(fd, self.transport.attr(interned<"_write_ready">()));
-  } catch (py::error_already_set&) {
-    self.buffer.clear();  // as asyncio, which buffers only once the writer is added
-    throw;
-  }
-  self.transport.attr(interned<"_maybe_pause_protocol">())();
+  if (!self.buffer.empty()) send_rest_when_writable(self, fd);
 }
 
 // A send of the buffer failed with `exc`: the buffer is dropped and the transport closed.
@@ -282,7 +339,16 @@ void write_ready(TransportCore& self) {
   }
   if (sent < 0) return write_failed(self, os_error(static_cast<int>(-sent)));
   if (sent == 0 && !self.buffer.empty()) return;  // would block: try again next time
-  transport.attr(interned<"_maybe_resume_protocol">())();  // may write more
+  {
+    // resume_writing() may write more, at once: the writer is still registered, and what it
+    // wrote must be sent or buffered before the writer's removal below looks at the buffer.
+    self.draining = true;
+    struct Drained {
+      bool& draining;
+      ~Drained() { draining = false; }
+    } drained{self.draining};
+    transport.attr(interned<"_maybe_resume_protocol">())();
+  }
   if (!self.buffer.empty()) return;
   transport.attr(interned<"_loop">()).attr(interned<"_remove_writer">())(self.fd);
   if (!self.empty_waiter.is_none()) self.empty_waiter.attr(interned<"set_result">())(py::none());
@@ -308,6 +374,7 @@ void writelines(TransportCore& self, py::handle list_of_data) {
   if (!self.empty_waiter.is_none()) raise(PyExc_RuntimeError, "unable to writelines; sendfile is in progress");
   if (!truthy(list_of_data)) return;
   if (self.conn_lost) return count_write_after_loss(self);
+  send_held(self);
   std::vector<py::object> views;
   for (py::handle data : list_of_data) {
     if (!truthy(data)) continue;  // an empty chunk is never buffered (gh-155888)
@@ -383,10 +450,16 @@ PyObject* run_native(PyObject* self, Body&& body) {
 
 PyObject* read_ready_method(PyObject* self, PyObject*) { return run_native(self, read_ready); }
 
-// The transport's is_closing(), which StreamWriter.drain() asks on every call.
+// The transport's is_closing(), which StreamWriter.drain() asks on every call. It looks at the
+// transport: what a callback held back is sent first (a failure closes the transport).
 PyObject* is_closing_method(PyObject* self, PyObject*) {
   TransportCore* core = core_of(self);
   if (core == nullptr) return nullptr;
+  if (core->held != 0) {
+    PyObject* sent = run_native(self, send_held);
+    if (sent == nullptr) return nullptr;
+    Py_DECREF(sent);
+  }
   return PyBool_FromLong(core->closing);
 }
 
@@ -411,7 +484,7 @@ PyObject* write_method(PyObject* self, PyObject* const* args, Py_ssize_t nargs, 
     PyErr_SetString(PyExc_TypeError, "write() missing 1 required positional argument: 'data'");
     return nullptr;
   }
-  return run_native(self, [data](TransportCore& core) { write(core, data); });
+  return run_native(self, [self, data](TransportCore& core) { write(core, self, data); });
 }
 
 PyObject* writelines_method(PyObject* self, PyObject* list_of_data) {
@@ -428,6 +501,22 @@ PyMethodDef hot_methods[] = {
 };
 
 }  // namespace
+
+void send_held_writes(std::vector<py::object>& cores) {
+  std::vector<py::object> batch;
+  batch.swap(cores);
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    TransportCore* core = core_of(batch[i].ptr());
+    if (core == nullptr) throw py::error_already_set();
+    try {
+      guarded(*core, "Fatal write error on socket transport", [&] { send_held(*core); });
+    } catch (py::error_already_set&) {
+      // SystemExit or KeyboardInterrupt: the others are sent when the next callback ends.
+      cores.insert(cores.end(), batch.begin() + static_cast<std::ptrdiff_t>(i) + 1, batch.end());
+      throw;
+    }
+  }
+}
 
 void register_socket_transport(py::module_& module) {
   asyncio_write();  // where an import error can be raised
@@ -448,11 +537,19 @@ void register_socket_transport(py::module_& module) {
              core.buffered = buffered;
            })
       .def("clear_buffer", [](TransportCore& core) { core.buffer.clear(); })
+      .def("send_held", &send_held,
+           "Send the writes held back until the running callback ends, before anything looks at the "
+           "transport's state.")
+      .def_property(
+          "high_water", [](const TransportCore& core) { return core.held_limit; },
+          [](TransportCore& core, std::size_t high) { core.held_limit = std::min(high, kMaxHeldBytes); },
+          "The transport's high-water mark, which bounds the bytes held back (at most 64 KiB).")
       .def(
           "detach",
           [](TransportCore& core) {
             core.fd = -1;
             core.sock = py::none();
+            core.loop = nullptr;
             // No cycle left with the transport (which holds this core): a closed transport is
             // freed at once, as asyncio's, also with the garbage collector off.
             core.transport = py::none();
