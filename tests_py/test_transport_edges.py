@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import gc
+import os
 import socket
 import struct
+import tempfile
 import threading
 import weakref
 
@@ -103,6 +105,44 @@ async def accepted_transport(loop, protocol_factory=None, sndbuf=None):
         b.close()
         raise
     return transport, proto, b
+
+
+async def until(predicate):
+    while not predicate():
+        await asyncio.sleep(0)
+
+
+async def served_transport(loop, protocol_factory=None, sndbuf=None):
+    """As accepted_transport, but the transport is a connection a Unix server accepted (the server
+    is closed once it has): what a server's protocol gets."""
+    if protocol_factory is None:
+        protocol_factory = lambda: Recorder(loop)  # noqa: E731
+    accepted = loop.create_future()
+
+    def factory():
+        proto = protocol_factory()
+        accepted.set_result(proto)
+        return proto
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "server.sock")
+        server = await loop.create_unix_server(factory, path)
+        peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            peer.connect(path)
+            proto = await asyncio.wait_for(accepted, 5)
+            run_until_made = asyncio.wait_for(until(lambda: proto.transport is not None), 5)
+            await run_until_made
+        except BaseException:
+            peer.close()
+            raise
+        finally:
+            server.close()
+    peer.setblocking(False)
+    transport = proto.transport
+    if sndbuf is not None:
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    return transport, proto, peer
 
 
 async def close_transport(transport, proto, peer):
@@ -428,7 +468,7 @@ def test_state_right_after_small_writes_in_a_callback_is_as_if_they_were_sent(lo
     buffer size is 0 (the socket took them) and the peer gets them all, in order."""
 
     async def main():
-        transport, proto, peer = await accepted_transport(loop)
+        transport, proto, peer = await served_transport(loop)
         try:
             sizes = []
 
@@ -460,7 +500,7 @@ def test_small_writes_then_close_abort_or_write_eof_in_the_same_callback(loop, e
     then EOF, as with writes sent at once."""
 
     async def main():
-        transport, proto, peer = await accepted_transport(loop)
+        transport, proto, peer = await served_transport(loop)
         try:
             def callback():
                 transport.write(b"one,")
@@ -479,7 +519,7 @@ def test_small_writes_then_close_abort_or_write_eof_in_the_same_callback(loop, e
 
 def test_small_writes_before_the_loop_stops_reach_the_peer_when_run_forever_returns(loop):
     """Writes in the callback that stops the loop are sent by the time run_forever() returns."""
-    transport, proto, peer = loop.run_until_complete(accepted_transport(loop))
+    transport, proto, peer = loop.run_until_complete(served_transport(loop))
     try:
         def callback():
             transport.write(b"last ")
@@ -498,7 +538,7 @@ def test_small_writes_before_the_loop_stops_reach_the_peer_when_run_forever_retu
 def test_small_writes_before_a_keyboard_interrupt_reach_the_peer(loop):
     """A callback that writes and then raises KeyboardInterrupt out of the loop: what it wrote
     is sent, as it was at once on asyncio's loop."""
-    transport, proto, peer = loop.run_until_complete(accepted_transport(loop))
+    transport, proto, peer = loop.run_until_complete(served_transport(loop))
     try:
         def callback():
             transport.write(b"before ")
@@ -527,7 +567,7 @@ def test_resume_writing_that_writes_while_the_buffer_drains(loop, loop_name, the
             self.transport.write(b"tail")
 
     async def main():
-        transport, proto, peer = await accepted_transport(loop, lambda: Answering(loop), sndbuf=4096)
+        transport, proto, peer = await served_transport(loop, lambda: Answering(loop), sndbuf=4096)
         try:
             transport.set_write_buffer_limits(high=8192, low=0)  # resumed once all is sent
             transport.write(b"x" * 300_000)
@@ -550,9 +590,27 @@ def test_resume_writing_that_writes_while_the_buffer_drains(loop, loop_name, the
     run(loop, main())
 
 
+def test_a_client_connection_sends_at_once_for_a_peer_the_callback_reads(loop):
+    """A connection the program made (not a server's) sends a small write at once: the same
+    callback can read it from the peer synchronously, as on asyncio."""
+
+    async def main():
+        transport, proto, peer = await accepted_transport(loop)
+        try:
+            transport.write(b"now")
+            peer.setblocking(True)
+            peer.settimeout(5)
+            assert peer.recv(10) == b"now"
+            peer.setblocking(False)
+        finally:
+            await close_transport(transport, proto, peer)
+
+    run(loop, main())
+
+
 def test_small_write_to_a_reset_peer_closes_the_transport_before_drain_returns(loop):
-    """write() and drain() to a peer that reset the connection: drain() raises, as on asyncio,
-    whose write() met the reset at once."""
+    """A server's write() and drain() to a client that reset the connection: drain() raises, as
+    on asyncio, whose write() met the reset at once."""
 
     async def main():
         server_side = loop.create_future()
@@ -561,22 +619,20 @@ def test_small_write_to_a_reset_peer_closes_the_transport_before_drain_returns(l
             server_side.set_result(writer)
 
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        peer = socket.create_connection(server.sockets[0].getsockname()[:2])
         try:
-            port = server.sockets[0].getsockname()[1]
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            peer_writer = await asyncio.wait_for(server_side, 5)
+            writer = await asyncio.wait_for(server_side, 5)
             writer.transport.pause_reading()  # only the write can find the reset
-            peer_sock = peer_writer.get_extra_info("socket")
-            peer_sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            peer_writer.transport.abort()  # an RST to the client
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            peer.close()  # an RST to the server's side
             await asyncio.sleep(0.05)
             writer.write(b"ping")
             with pytest.raises(ConnectionError):
                 await writer.drain()
             writer.close()
         finally:
+            peer.close()
             server.close()
-            await server.wait_closed()
 
     run(loop, main())
 

@@ -85,6 +85,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         self._context = context
         self._core = TransportCore(self, sock)
         self._core.high_water = self._high_water
+        self._core.holds_writes = server is not None
         # The native methods, bound once: the loop runs them when the socket is ready, and
         # protocols and streams call write() and is_closing() straight into the core.
         self._read_ready = self._core.read_ready
@@ -205,8 +206,8 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
 
     # -- writing -------------------------------------------------------------------------------
 
-    # Small writes wait in the core until the running callback ends (so that a callback's writes
-    # go out in one system call); whatever looks at the transport's state sends them first.
+    # A server connection's small writes wait in the core until the running callback ends, so that
+    # they go out in one system call; whatever looks at the transport's state sends them first.
 
     def _set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         cast(Any, super())._set_write_buffer_limits(high, low)

@@ -101,6 +101,7 @@ class TransportCore:
     empty_waiter: Any
     max_read: int
     high_water: int
+    holds_writes: bool
     @property
     def buffer_size(self) -> int: ...
     @property

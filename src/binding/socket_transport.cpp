@@ -31,7 +31,10 @@ constexpr long kConnLostWritesBeforeWarning = 5;
 // the transport (is_closing(), get_write_buffer_size(), close(), write_eof(), another kind of
 // write, ...) sends them first, so only the peer can tell: they reach it when the callback ends.
 // Never more than the high-water mark either: the socket would have taken them at once, so holding
-// them back cannot delay a pause_writing().
+// them back cannot delay a pause_writing(). Only a server's connections hold writes back: a client
+// connection's peer may be a socket the same callback then reads synchronously (a test's), which
+// would wait forever for bytes held until the callback ends. A server's peer cannot be such a
+// socket: it could not even have connected while the loop was held up reading it.
 constexpr std::size_t kMaxHeldBytes = 64 * 1024;
 
 // Whether asyncio's transport counts the connection lost itself once a close() finished draining
@@ -79,7 +82,8 @@ class TransportCore {
   WriteQueue buffer;
   LoopCore* loop;  // the transport's loop when it is turboloop's; null once detached
   std::size_t held = 0;  // bytes in the buffer held back until the running callback ends
-  std::size_t held_limit = kMaxHeldBytes;  // at most kMaxHeldBytes and the high-water mark
+  bool holds_writes = false;  // a server's connection (see kMaxHeldBytes)
+  std::size_t high_water = 0;  // the transport's high-water mark
   bool draining = false;  // write_ready() runs, and its writer is still registered
 };
 
@@ -271,7 +275,7 @@ bool hold(TransportCore& self, py::handle owner, py::handle data) {
   if (!PyBytes_Check(data.ptr()) || self.conn_lost || self.closing || self.draining) return false;
   const auto size = static_cast<std::size_t>(PyBytes_GET_SIZE(data.ptr()));
   if (size == 0) return self.held != 0;
-  if (self.held + size > self.held_limit) return false;
+  if (!self.holds_writes || self.held + size > std::min(self.high_water, kMaxHeldBytes)) return false;
   if (self.held == 0) {
     if (!self.buffer.empty() || self.loop == nullptr || !self.loop->runs_here()) return false;
     self.loop->held_writes.push_back(py::reinterpret_borrow<py::object>(owner));
@@ -540,10 +544,10 @@ void register_socket_transport(py::module_& module) {
       .def("send_held", &send_held,
            "Send the writes held back until the running callback ends, before anything looks at the "
            "transport's state.")
-      .def_property(
-          "high_water", [](const TransportCore& core) { return core.held_limit; },
-          [](TransportCore& core, std::size_t high) { core.held_limit = std::min(high, kMaxHeldBytes); },
-          "The transport's high-water mark, which bounds the bytes held back (at most 64 KiB).")
+      .def_readwrite("holds_writes", &TransportCore::holds_writes,
+                     "Whether a callback's small writes are held back until it ends (a server's connection).")
+      .def_readwrite("high_water", &TransportCore::high_water,
+                     "The transport's high-water mark, which bounds the bytes held back.")
       .def(
           "detach",
           [](TransportCore& core) {
