@@ -7,7 +7,6 @@
 
 #include "binding/schedule.hpp"
 #include "binding/sock_calls.hpp"
-#include "binding/socket_transport.hpp"
 #include "core/clock.hpp"
 #include "core/malloc_tuning.hpp"
 
@@ -62,8 +61,8 @@ int traverse(PyObject* self, visitproc visit, void* arg) {
       if (status == 0 && object != nullptr) status = visit(object, arg);
     });
   }
-  for (const py::object& held : core.held_writes)
-    if (status == 0) status = visit(held.ptr(), arg);
+  for (const HeldWrites& held : core.held_writes)
+    if (status == 0) status = visit(held.owner.ptr(), arg);
   return status;
 }
 

@@ -11,6 +11,7 @@
 #include "binding/common.hpp"
 #include "binding/fd_callbacks.hpp"
 #include "binding/handle.hpp"
+#include "binding/socket_transport.hpp"
 #include "binding/watchdog.hpp"
 #include "core/loop_metrics.hpp"
 #include "core/signal_pipe.hpp"
@@ -48,7 +49,7 @@ class LoopCore {
   std::unique_ptr<FdCallbacks> fds;
   // The transports (their TransportCores) holding small writes back until the running callback
   // ends, so that one callback's writes to a socket go out in one sendmsg() (socket_transport.cpp).
-  std::vector<py::object> held_writes;
+  std::vector<HeldWrites> held_writes;
 
   // Whether the loop is running a callback on this thread: only then are writes held back.
   bool runs_here() const { return thread_id && *thread_id == PyThread_get_thread_ident(); }

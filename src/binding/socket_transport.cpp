@@ -47,15 +47,7 @@ bool drained_close_counts_loss = false;
 // them (3.11, whose transports make their buffer with _buffer_factory).
 bool keeps_written_objects = false;
 
-bool asyncio_drained_close_counts_loss() {
-  return ask_python(R"(
-import dis
-from asyncio.selector_events import _SelectorSocketTransport as transport
-
-drain = getattr(transport, "_write_send", None) or transport._write_ready
-answer = any(i.opname == "STORE_ATTR" and i.argval == "_conn_lost" for i in dis.get_instructions(drain))
-)");
-}
+}  // namespace
 
 class TransportCore {
  public:
@@ -86,6 +78,19 @@ class TransportCore {
   std::size_t high_water = 0;  // the transport's high-water mark
   bool draining = false;  // write_ready() runs, and its writer is still registered
 };
+
+namespace {
+
+bool asyncio_drained_close_counts_loss() {
+  return ask_python(R"(
+import dis
+from asyncio.selector_events import _SelectorSocketTransport as transport
+
+drain = getattr(transport, "_write_send", None) or transport._write_ready
+answer = any(i.opname == "STORE_ATTR" and i.argval == "_conn_lost" for i in dis.get_instructions(drain))
+)");
+}
+
 
 void fatal_error(TransportCore& self, const py::object& exc, const char* message) {
   self.transport.attr(interned<"_fatal_error">())(exc, message);
@@ -278,7 +283,7 @@ bool hold(TransportCore& self, py::handle owner, py::handle data) {
   if (!self.holds_writes || self.held + size > std::min(self.high_water, kMaxHeldBytes)) return false;
   if (self.held == 0) {
     if (!self.buffer.empty() || self.loop == nullptr || !self.loop->runs_here()) return false;
-    self.loop->held_writes.push_back(py::reinterpret_borrow<py::object>(owner));
+    self.loop->held_writes.push_back({py::reinterpret_borrow<py::object>(owner), &self});
   }
   self.buffer.push(py::reinterpret_borrow<py::object>(data), 0, size);
   self.held += size;
@@ -506,20 +511,20 @@ PyMethodDef hot_methods[] = {
 
 }  // namespace
 
-void send_held_writes(std::vector<py::object>& cores) {
-  std::vector<py::object> batch;
-  batch.swap(cores);
-  for (std::size_t i = 0; i < batch.size(); ++i) {
-    TransportCore* core = core_of(batch[i].ptr());
-    if (core == nullptr) throw py::error_already_set();
-    try {
-      guarded(*core, "Fatal write error on socket transport", [&] { send_held(*core); });
-    } catch (py::error_already_set&) {
-      // SystemExit or KeyboardInterrupt: the others are sent when the next callback ends.
-      cores.insert(cores.end(), batch.begin() + static_cast<std::ptrdiff_t>(i) + 1, batch.end());
-      throw;
+void send_held_writes(std::vector<HeldWrites>& held) {
+  // By index: sending may run Python code that holds more writes back, appending to `held`.
+  std::size_t sent = 0;
+  try {
+    for (; sent < held.size(); ++sent) {
+      TransportCore& core = *held[sent].core;
+      guarded(core, "Fatal write error on socket transport", [&] { send_held(core); });
     }
+  } catch (py::error_already_set&) {
+    // SystemExit or KeyboardInterrupt: the others are sent when the next callback ends.
+    held.erase(held.begin(), held.begin() + static_cast<std::ptrdiff_t>(sent) + 1);
+    throw;
   }
+  held.clear();  // keeps its capacity: no allocation per callback
 }
 
 void register_socket_transport(py::module_& module) {

@@ -7,8 +7,17 @@
 
 namespace turboloop::binding {
 
-// Sends the writes the transports in `cores` (TransportCore objects) held back while a callback
-// ran, and empties `cores`. The loop calls it when the callback ends.
-void send_held_writes(std::vector<py::object>& cores);
+class TransportCore;
+
+// A transport holding writes back until the running callback ends: its TransportCore, and the
+// Python object that owns it (kept alive meanwhile).
+struct HeldWrites {
+  py::object owner;
+  TransportCore* core;
+};
+
+// Sends what the transports in `held` held back while a callback ran, and empties `held`. The loop
+// calls it when the callback ends.
+void send_held_writes(std::vector<HeldWrites>& held);
 
 }  // namespace turboloop::binding

@@ -14,13 +14,30 @@ namespace {
 // The most chunks one sendmsg() takes (asyncio's SC_IOV_MAX; Linux's is 1024).
 constexpr std::size_t kMaxChunks = IOV_MAX;
 
+// Room for the pieces of one send(): on the stack for the few a send usually has (one, mostly),
+// on the heap beyond.
+template <typename T>
+class Pieces {
+ public:
+  explicit Pieces(std::size_t count) {
+    if (count > kOnStack) heap_.resize(count);
+  }
+  T* data() { return heap_.empty() ? stack_ : heap_.data(); }
+  T& operator[](std::size_t i) { return data()[i]; }
+
+ private:
+  static constexpr std::size_t kOnStack = 8;
+  T stack_[kOnStack];
+  std::vector<T> heap_;
+};
+
 // The buffers of the chunks one send() has acquired, released however it ends.
 struct HeldViews {
   explicit HeldViews(std::size_t capacity) : views(capacity) {}
   ~HeldViews() {
     for (std::size_t i = 0; i < count; ++i) PyBuffer_Release(&views[i]);
   }
-  std::vector<Py_buffer> views;
+  Pieces<Py_buffer> views;
   std::size_t count = 0;
 };
 
@@ -40,9 +57,10 @@ void keep_rest(WriteQueue::Chunk& chunk, const iovec& piece, std::size_t sent) {
 }  // namespace
 
 ssize_t WriteQueue::send(int fd) {
+  if (chunks_.size() == 1 && PyBytes_CheckExact(chunks_.front().data.ptr())) return send_bytes(fd);
   const std::size_t count = std::min(chunks_.size(), kMaxChunks);
   HeldViews held(count);
-  std::vector<iovec> pieces(count);
+  Pieces<iovec> pieces(count);
   for (std::size_t i = 0; i < count; ++i) {
     const Chunk& chunk = chunks_[i];
     Py_buffer& view = held.views[i];
@@ -68,6 +86,18 @@ ssize_t WriteQueue::send(int fd) {
     left -= length;
     chunks_.pop_front();
   }
+  return sent;
+}
+
+// The one chunk, a bytes object: sent from its bytes (no buffer to acquire), as most sends are.
+ssize_t WriteQueue::send_bytes(int fd) {
+  Chunk& chunk = chunks_.front();
+  const auto length = static_cast<std::size_t>(PyBytes_GET_SIZE(chunk.data.ptr()));
+  const ssize_t sent = core::send_some(fd, PyBytes_AS_STRING(chunk.data.ptr()) + chunk.offset, length - chunk.offset);
+  if (sent <= 0) return sent;
+  size_ -= std::min(static_cast<std::size_t>(sent), size_);
+  chunk.offset += static_cast<std::size_t>(sent);
+  if (chunk.offset == length) chunks_.pop_front();
   return sent;
 }
 

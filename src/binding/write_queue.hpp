@@ -50,6 +50,8 @@ class WriteQueue {
   };
 
  private:
+  ssize_t send_bytes(int fd);
+
   std::deque<Chunk> chunks_;
   std::size_t size_ = 0;
 };
