@@ -1,7 +1,5 @@
 // FdWatchers against real descriptors: readiness reported by its poll, modification,
 // errors at registration, and descriptors closed or reused while watched.
-#include "catch.hpp"
-
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -10,6 +8,7 @@
 #include <cstdio>
 #include <map>
 
+#include "catch.hpp"
 #include "core/fd_watchers.hpp"
 #include "core/uv_loop.hpp"
 

@@ -1,9 +1,8 @@
 // LoopMetrics: the loop's counters and the heartbeat the watchdog reads.
-#include "catch.hpp"
-
 #include <chrono>
 #include <thread>
 
+#include "catch.hpp"
 #include "core/loop_metrics.hpp"
 
 using turboloop::core::LoopMetrics;

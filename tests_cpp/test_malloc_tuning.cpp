@@ -1,8 +1,7 @@
 // malloc tuning: who may opt out, and what the tuning changes in glibc's malloc.
-#include "catch.hpp"
-
 #include <cstdlib>
 
+#include "catch.hpp"
 #include "core/malloc_tuning.hpp"
 
 #if defined(__GLIBC__)

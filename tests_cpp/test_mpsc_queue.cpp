@@ -1,11 +1,10 @@
 // MpscQueue: many producers, one consumer, nothing lost or duplicated, per-producer order kept.
-#include "catch.hpp"
-
 #include <atomic>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "catch.hpp"
 #include "core/mpsc_queue.hpp"
 
 using turboloop::core::MpscQueue;

@@ -1,8 +1,7 @@
 // RingQueue: FIFO order across growth and wrap-around.
-#include "catch.hpp"
-
 #include <memory>
 
+#include "catch.hpp"
 #include "core/ring_queue.hpp"
 
 using turboloop::core::RingQueue;

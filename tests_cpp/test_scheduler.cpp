@@ -1,6 +1,4 @@
 // Scheduler: asyncio's _run_once semantics with a fake clock and a fake poll.
-#include "catch.hpp"
-
 #include <algorithm>
 #include <functional>
 #include <limits>
@@ -9,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "catch.hpp"
 #include "core/scheduler.hpp"
 
 namespace {

@@ -1,7 +1,5 @@
 // send_pieces(): one sendmsg() of many pieces, in order; a full socket gives 0, a closed peer
 // -EPIPE (never SIGPIPE).
-#include "catch.hpp"
-
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -9,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "catch.hpp"
 #include "core/socket_io.hpp"
 
 using turboloop::core::receive;
@@ -18,9 +17,7 @@ namespace {
 
 struct SocketPair {
   int fds[2];
-  SocketPair() {
-    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds) == 0);
-  }
+  SocketPair() { REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds) == 0); }
   ~SocketPair() {
     for (int fd : fds)
       if (fd >= 0) close(fd);

@@ -1,7 +1,5 @@
 // ThreadPool: every job runs once, sizing (fixed and elastic), shutdown with and without
 // waiting or cancelling, hooks on every worker.
-#include "catch.hpp"
-
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -9,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "catch.hpp"
 #include "core/thread_pool.hpp"
 
 using turboloop::core::Job;
@@ -67,10 +66,11 @@ TEST_CASE("a fixed pool starts threads on demand, never more than max_workers, a
   REQUIRE(pool.stats().workers == 0);
   std::atomic<bool> release{false};
   std::atomic<int> running{0};
-  for (int i = 0; i < 10; ++i) pool.submit(job([&] {
-    running++;
-    while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }));
+  for (int i = 0; i < 10; ++i)
+    pool.submit(job([&] {
+      running++;
+      while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }));
   wait_until([&] { return running.load() == 3; });
   REQUIRE(pool.stats().workers == 3);
   REQUIRE(pool.stats().queued == 7);
@@ -97,20 +97,22 @@ TEST_CASE("an elastic pool retires idle workers down to min_workers, and grows a
   ThreadPool pool(options);
   std::atomic<bool> release{false};
   std::atomic<int> running{0};
-  for (int i = 0; i < 4; ++i) pool.submit(job([&] {
-    running++;
-    while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }));
+  for (int i = 0; i < 4; ++i)
+    pool.submit(job([&] {
+      running++;
+      while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }));
   wait_until([&] { return running.load() == 4; });
   release = true;
   wait_until([&] { return pool.stats().workers == 1; });
   REQUIRE(pool.stats().workers == 1);
   std::atomic<int> done{0};
   release = false;
-  for (int i = 0; i < 4; ++i) pool.submit(job([&] {
-    while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    done++;
-  }));
+  for (int i = 0; i < 4; ++i)
+    pool.submit(job([&] {
+      while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      done++;
+    }));
   wait_until([&] { return pool.stats().workers == 4; });
   REQUIRE(pool.stats().workers == 4);
   REQUIRE(pool.stats().started == 7);
@@ -140,10 +142,11 @@ TEST_CASE("shutdown without cancelling runs the queue, with cancelling returns w
 TEST_CASE("shutdown(wait=false) and destruction return at once; the workers still finish the queue") {
   std::atomic<int> ran{0};
   auto pool = std::make_unique<ThreadPool>(fixed(2));
-  for (int i = 0; i < 100; ++i) pool->submit(job([&] {
-    std::this_thread::sleep_for(std::chrono::microseconds(100));
-    ran++;
-  }));
+  for (int i = 0; i < 100; ++i)
+    pool->submit(job([&] {
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+      ran++;
+    }));
   REQUIRE(pool->shutdown(/*wait=*/false, /*cancel_pending=*/false).empty());
   pool.reset();  // the destructor does not wait either: the workers own what they use
   wait_until([&] { return ran.load() == 100; });
@@ -167,10 +170,11 @@ TEST_CASE("workers start through the launcher and run on_start first, numbered f
     std::atomic<int> running{0};
     std::atomic<bool> release{false};
     ThreadPool pool(options);
-    for (int i = 0; i < 4; ++i) pool.submit(job([&] {
-      running++;
-      while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }));
+    for (int i = 0; i < 4; ++i)
+      pool.submit(job([&] {
+        running++;
+        while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }));
     wait_until([&] { return running.load() == 4; });
     release = true;
     pool.shutdown(true, false);
@@ -297,8 +301,8 @@ TEST_CASE("the pool counts the jobs it started and how long they waited in the q
   ThreadPool pool(fixed(1));
   std::atomic<bool> release{false};
   REQUIRE(pool.submit(job([&] {
-            while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-          })) == nullptr);
+    while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  })) == nullptr);
   wait_until([&] { return pool.stats().jobs_started == 1; });
   std::atomic<int> ran{0};
   for (int i = 0; i < 5; ++i) REQUIRE(pool.submit(job([&] { ran++; })) == nullptr);
@@ -317,8 +321,8 @@ TEST_CASE("jobs cancelled before they start are not counted as started") {
   ThreadPool pool(fixed(1));
   std::atomic<bool> release{false};
   REQUIRE(pool.submit(job([&] {
-            while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-          })) == nullptr);
+    while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  })) == nullptr);
   wait_until([&] { return pool.stats().jobs_started == 1; });
   for (int i = 0; i < 3; ++i) REQUIRE(pool.submit(job([] {})) == nullptr);
   REQUIRE(pool.take_pending().size() == 3);

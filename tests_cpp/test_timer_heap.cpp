@@ -1,9 +1,8 @@
 // TimerHeap: earliest deadline first, ties in insertion order, removal keeps the heap valid.
-#include "catch.hpp"
-
 #include <random>
 #include <vector>
 
+#include "catch.hpp"
 #include "core/timer_heap.hpp"
 
 using turboloop::core::TimerHeap;

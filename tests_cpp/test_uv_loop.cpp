@@ -1,13 +1,12 @@
 // The loop's wait (FdWatchers::poll) with UvLoop's wake-up and the SignalPipe on a real libuv
 // loop: poll timeouts, cross-thread wake-ups, the signal self-pipe.
-#include "catch.hpp"
-
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <thread>
 
+#include "catch.hpp"
 #include "core/clock.hpp"
 #include "core/fd_watchers.hpp"
 #include "core/signal_pipe.hpp"

@@ -1,7 +1,5 @@
 // The watchdog thread against a heartbeat driven by the test: it flags a busy period that outlasts
 // the threshold while it is still going on, once; it never flags a loop that polls.
-#include "catch.hpp"
-
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "catch.hpp"
 #include "core/loop_metrics.hpp"
 #include "core/watchdog.hpp"
 

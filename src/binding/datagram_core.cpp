@@ -22,8 +22,7 @@ namespace turboloop::binding {
 namespace {
 
 struct DatagramCore {
-  PyObject_HEAD
-  PyObject* transport;  // the Python transport
+  PyObject_HEAD PyObject* transport;  // the Python transport
   int fd;
   int family;      // AF_INET or AF_INET6
   bool connected;  // the socket has a peer: asyncio's send() instead of sendto()
@@ -40,10 +39,8 @@ struct DatagramCore {
 
 // asyncio's _SelectorDatagramTransport (looked up at registration; never released).
 PyObject* asyncio_class() {
-  static PyObject* const cls = py::object(py::module_::import("asyncio.selector_events")
-                                               .attr("_SelectorDatagramTransport"))
-                                   .release()
-                                   .ptr();
+  static PyObject* const cls =
+      py::object(py::module_::import("asyncio.selector_events").attr("_SelectorDatagramTransport")).release().ptr();
   return cls;
 }
 
@@ -124,7 +121,8 @@ PyObject* read_ready(PyObject* object, PyObject*) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) Py_RETURN_NONE;
     return report_error(self->transport, errno);
   }
-  if (self->from_address == nullptr || from_size != self->from_size || std::memcmp(&from, &self->from, from_size) != 0) {
+  if (self->from_address == nullptr || from_size != self->from_size ||
+      std::memcmp(&from, &self->from, from_size) != 0) {
     PyObject* address = address_of(from);
     if (address == nullptr) {
       if (PyErr_Occurred()) return nullptr;
@@ -178,7 +176,8 @@ PyObject* sendto(PyObject* object, PyObject* const* args, Py_ssize_t nargs, PyOb
   PyObject* data = nargs >= 1 ? args[0] : nullptr;
   PyObject* addr = nargs >= 2 ? args[1] : Py_None;
   // An empty datagram goes through asyncio's code: it sends one from 3.13 on, and before sends nothing.
-  bool native = kwnames == nullptr && nargs >= 1 && nargs <= 2 && PyBytes_CheckExact(data) && PyBytes_GET_SIZE(data) > 0;
+  bool native =
+      kwnames == nullptr && nargs >= 1 && nargs <= 2 && PyBytes_CheckExact(data) && PyBytes_GET_SIZE(data) > 0;
   sockaddr_storage to;
   socklen_t to_size;
   if (native && !self->connected && addr != self->to_address) {

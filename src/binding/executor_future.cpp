@@ -57,7 +57,7 @@ struct LockState {
   std::condition_variable changed;  // the lock was released, or waiters were notified
   unsigned long owner = 0;
   std::uint64_t count = 0;
-  int blocked = 0;                          // threads waiting to take the lock
+  int blocked = 0;                        // threads waiting to take the lock
   std::vector<ConditionWaiter*> waiters;  // threads in wait(), oldest first
 };
 
@@ -65,8 +65,7 @@ struct FutureCondition;
 
 // A FutureMethods instance (the layout turboloop._executor.Future extends).
 struct NativeFuture {
-  PyObject_HEAD
-  State state;
+  PyObject_HEAD State state;
   PyObject* result;            // owned, or nullptr for None
   PyObject* exception;         // owned, or nullptr for None
   PyObject* waiters;           // the `_waiters` list, made when first asked for
@@ -78,8 +77,7 @@ struct NativeFuture {
 // What `future._condition` is: a view of the future's lock. It holds the future; the future only
 // remembers it while it lives, so no reference cycle forms.
 struct FutureCondition {
-  PyObject_HEAD
-  NativeFuture* future;
+  PyObject_HEAD NativeFuture* future;
 };
 
 LockState& lock_of(NativeFuture* self) { return *std::launder(reinterpret_cast<LockState*>(self->lock_storage)); }
@@ -177,7 +175,9 @@ int condition_wait(LockState& lock, double timeout) {
     lock.waiters.push_back(&waiter);
     if (lock.blocked > 0) lock.changed.notify_all();
   }
-  auto forget = [&] { lock.waiters.erase(std::remove(lock.waiters.begin(), lock.waiters.end(), &waiter), lock.waiters.end()); };
+  auto forget = [&] {
+    lock.waiters.erase(std::remove(lock.waiters.begin(), lock.waiters.end(), &waiter), lock.waiters.end());
+  };
   const auto deadline = deadline_after(timeout);
   int outcome = 0;
   for (;;) {
@@ -185,8 +185,8 @@ int condition_wait(LockState& lock, double timeout) {
     bool expired = false;
     Py_BEGIN_ALLOW_THREADS {
       std::unique_lock<std::mutex> guard(lock.mutex);
-      notified = timeout == 0 ? waiter.notified
-                              : wait_slice(lock, guard, timeout, deadline, [&] { return waiter.notified; });
+      notified =
+          timeout == 0 ? waiter.notified : wait_slice(lock, guard, timeout, deadline, [&] { return waiter.notified; });
       expired = !notified && timeout >= 0 && Clock::now() >= deadline;
       if (expired) forget();
     }
@@ -222,7 +222,8 @@ int condition_notify(LockState& lock, Py_ssize_t n) {
     PyErr_SetString(PyExc_RuntimeError, "cannot notify on un-acquired lock");
     return -1;
   }
-  const auto woken = static_cast<std::size_t>(std::clamp<Py_ssize_t>(n, 0, static_cast<Py_ssize_t>(lock.waiters.size())));
+  const auto woken =
+      static_cast<std::size_t>(std::clamp<Py_ssize_t>(n, 0, static_cast<Py_ssize_t>(lock.waiters.size())));
   if (woken == 0) return 0;
   for (std::size_t i = 0; i < woken; ++i) lock.waiters[i]->notified = true;
   lock.waiters.erase(lock.waiters.begin(), lock.waiters.begin() + static_cast<std::ptrdiff_t>(woken));

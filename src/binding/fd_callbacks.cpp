@@ -19,7 +19,7 @@ void cancel(const HandleRef& handle) {
 
 py::object handle_or_none(const HandleRef& handle) {
   return py::reinterpret_borrow<py::object>(handle.get() != nullptr ? reinterpret_cast<PyObject*>(handle.get())
-                                                                      : Py_None);
+                                                                    : Py_None);
 }
 
 // The descriptor of an int or of an object with fileno(), with the selectors module's errors

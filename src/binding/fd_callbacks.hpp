@@ -74,8 +74,8 @@ class FdCallbacks {
  private:
   struct Slot {
     py::object fileobj;
-    HandleRef reader;    // empty when not reading
-    HandleRef writer;    // empty when not writing
+    HandleRef reader;      // empty when not reading
+    HandleRef writer;      // empty when not writing
     py::object parked_by;  // the owner of a parked reader, else empty
 
     // Whether a selector would have a key for it: a parked reader alone is no registration.

@@ -109,13 +109,27 @@ PyObject* timer_richcompare(PyObject* a, PyObject* b, int op) {
   };
   int result = 0;
   switch (op) {
-    case Py_LT: result = self->when < other->when; break;
-    case Py_GT: result = self->when > other->when; break;
-    case Py_LE: result = self->when < other->when ? 1 : equal(); break;
-    case Py_GE: result = self->when > other->when ? 1 : equal(); break;
-    case Py_EQ: result = equal(); break;
-    case Py_NE: result = equal(); if (result >= 0) result = !result; break;
-    default: Py_RETURN_NOTIMPLEMENTED;
+    case Py_LT:
+      result = self->when < other->when;
+      break;
+    case Py_GT:
+      result = self->when > other->when;
+      break;
+    case Py_LE:
+      result = self->when < other->when ? 1 : equal();
+      break;
+    case Py_GE:
+      result = self->when > other->when ? 1 : equal();
+      break;
+    case Py_EQ:
+      result = equal();
+      break;
+    case Py_NE:
+      result = equal();
+      if (result >= 0) result = !result;
+      break;
+    default:
+      Py_RETURN_NOTIMPLEMENTED;
   }
   if (result < 0) return nullptr;
   return PyBool_FromLong(result);
@@ -140,10 +154,9 @@ PyMethodDef handle_methods[] = {
      "Run the callback now, reporting its errors to the loop's exception handler."},
     {nullptr, nullptr, 0, nullptr}};
 
-PyMethodDef timer_methods[] = {
-    {"when", reinterpret_cast<PyCFunction>(timer_when), METH_NOARGS,
-     "Return the scheduled callback time as a float in the loop's clock."},
-    {nullptr, nullptr, 0, nullptr}};
+PyMethodDef timer_methods[] = {{"when", reinterpret_cast<PyCFunction>(timer_when), METH_NOARGS,
+                                "Return the scheduled callback time as a float in the loop's clock."},
+                               {nullptr, nullptr, 0, nullptr}};
 
 PyGetSetDef handle_getset[] = {
     {"_callback", reinterpret_cast<getter>(get_callback), nullptr, nullptr, nullptr},
@@ -155,10 +168,9 @@ PyGetSetDef handle_getset[] = {
     {"_cancelled", reinterpret_cast<getter>(get_cancelled), nullptr, nullptr, nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr}};
 
-PyGetSetDef timer_getset[] = {
-    {"_when", reinterpret_cast<getter>(get_when), nullptr, nullptr, nullptr},
-    {"_scheduled", reinterpret_cast<getter>(get_scheduled), nullptr, nullptr, nullptr},
-    {nullptr, nullptr, nullptr, nullptr, nullptr}};
+PyGetSetDef timer_getset[] = {{"_when", reinterpret_cast<getter>(get_when), nullptr, nullptr, nullptr},
+                              {"_scheduled", reinterpret_cast<getter>(get_scheduled), nullptr, nullptr, nullptr},
+                              {nullptr, nullptr, nullptr, nullptr, nullptr}};
 
 }  // namespace
 
@@ -197,8 +209,8 @@ PyTypeObject TimerHandleType = [] {
   return type;
 }();
 
-Handle* new_handle(PyTypeObject* type, PyObject* callback, PyObject* args, PyObject* context,
-                   PyObject* loop, LoopCore* core, double when) {
+Handle* new_handle(PyTypeObject* type, PyObject* callback, PyObject* args, PyObject* context, PyObject* loop,
+                   LoopCore* core, double when) {
   PyObject* own_context = (context == nullptr || context == Py_None) ? PyContext_CopyCurrent() : Py_NewRef(context);
   if (own_context == nullptr) return nullptr;
   Handle* self = PyObject_GC_New(Handle, type);

@@ -11,18 +11,17 @@ namespace turboloop::binding {
 class LoopCore;
 
 struct Handle {
-  PyObject_HEAD
-  PyObject* callback;          // None once cancelled (nullptr)
-  PyObject* args;              // a tuple; nullptr once cancelled
-  PyObject* context;           // the contextvars.Context the callback runs in
-  PyObject* loop;              // the Python loop object, kept alive by the handle
-  PyObject* repr;              // repr kept at cancel time in debug mode, else nullptr
-  PyObject* source_traceback;  // debug mode: where the handle was created, else nullptr
+  PyObject_HEAD PyObject* callback;  // None once cancelled (nullptr)
+  PyObject* args;                    // a tuple; nullptr once cancelled
+  PyObject* context;                 // the contextvars.Context the callback runs in
+  PyObject* loop;                    // the Python loop object, kept alive by the handle
+  PyObject* repr;                    // repr kept at cancel time in debug mode, else nullptr
+  PyObject* source_traceback;        // debug mode: where the handle was created, else nullptr
   PyObject* weakrefs;
-  LoopCore* core;              // the native part of `loop`
-  double when;                 // TimerHandle only
+  LoopCore* core;  // the native part of `loop`
+  double when;     // TimerHandle only
   bool cancelled;
-  bool scheduled;              // TimerHandle only: still in the loop's timer heap
+  bool scheduled;  // TimerHandle only: still in the loop's timer heap
 };
 
 extern PyTypeObject HandleType;
@@ -59,8 +58,8 @@ using LoopScheduler = core::Scheduler<HandleRef>;
 
 // A new Handle (or TimerHandle, when `type` is TimerHandleType). `context` may be None: the
 // current context is copied. Returns nullptr with a Python error set on failure.
-Handle* new_handle(PyTypeObject* type, PyObject* callback, PyObject* args, PyObject* context,
-                   PyObject* loop, LoopCore* core, double when);
+Handle* new_handle(PyTypeObject* type, PyObject* callback, PyObject* args, PyObject* context, PyObject* loop,
+                   LoopCore* core, double when);
 
 // Runs the callback as asyncio's Handle._run does: errors go to the loop's exception handler,
 // except SystemExit and KeyboardInterrupt, for which it returns -1 with the error set.

@@ -195,37 +195,40 @@ void ensure_fd_no_transport(py::handle loop, int fd) {
 }
 
 void register_loop(py::module_& module) {
-  auto cls = py::class_<LoopCore>(module, "LoopCore", py::custom_type_setup([](PyHeapTypeObject* heap_type) {
-                         auto* type = &heap_type->ht_type;
-                         type->tp_flags |= Py_TPFLAGS_HAVE_GC;
-                         type->tp_traverse = traverse;
-                         type->tp_clear = clear;
-                         type->tp_new = new_loop;
-                       }))
-      .def(py::init<>())
-      .def("time", [](py::handle) { return core::monotonic_seconds(); },
-           "Return the loop's time: the monotonic clock, as time.monotonic().")
-      .def("_run_until_stopped", [](py::handle self) { self.cast<LoopCore&>().run_until_stopped(self); })
-      .def("_shutdown_core", [](LoopCore& core) { shutdown_core(core); })
-      .def("_signal_wakeup_fd", &signal_wakeup_fd)
-      .def("_native_stats", &native_stats)
-      .def("_set_watchdog", &set_watchdog, py::arg("threshold"))
-      .def_property_readonly("_watchdog_threshold", [](const LoopCore& core) { return core.watchdog.threshold(); })
-      .def("_write_to_self", [](LoopCore& core) {
-        if (core.uv) core.uv->wake();
-      })
-      .def_property(
-          "_closed", [](const LoopCore& core) { return core.closed; },
-          [](LoopCore& core, bool closed) { core.closed = closed; })
-      .def_property(
-          "_stopping", [](const LoopCore& core) { return core.scheduler.stopping(); },
-          [](LoopCore& core, bool stopping) { core.scheduler.set_stopping(stopping); })
-      .def_property(
-          "_debug", [](const LoopCore& core) { return core.debug; },
-          [](LoopCore& core, py::handle enabled) { core.debug = PyObject_IsTrue(enabled.ptr()) == 1; })
-      .def_property(
-          "_thread_id", [](const LoopCore& core) { return core.thread_id; },
-          [](LoopCore& core, std::optional<unsigned long> id) { core.thread_id = id; });
+  auto cls =
+      py::class_<LoopCore>(module, "LoopCore", py::custom_type_setup([](PyHeapTypeObject* heap_type) {
+                             auto* type = &heap_type->ht_type;
+                             type->tp_flags |= Py_TPFLAGS_HAVE_GC;
+                             type->tp_traverse = traverse;
+                             type->tp_clear = clear;
+                             type->tp_new = new_loop;
+                           }))
+          .def(py::init<>())
+          .def(
+              "time", [](py::handle) { return core::monotonic_seconds(); },
+              "Return the loop's time: the monotonic clock, as time.monotonic().")
+          .def("_run_until_stopped", [](py::handle self) { self.cast<LoopCore&>().run_until_stopped(self); })
+          .def("_shutdown_core", [](LoopCore& core) { shutdown_core(core); })
+          .def("_signal_wakeup_fd", &signal_wakeup_fd)
+          .def("_native_stats", &native_stats)
+          .def("_set_watchdog", &set_watchdog, py::arg("threshold"))
+          .def_property_readonly("_watchdog_threshold", [](const LoopCore& core) { return core.watchdog.threshold(); })
+          .def("_write_to_self",
+               [](LoopCore& core) {
+                 if (core.uv) core.uv->wake();
+               })
+          .def_property(
+              "_closed", [](const LoopCore& core) { return core.closed; },
+              [](LoopCore& core, bool closed) { core.closed = closed; })
+          .def_property(
+              "_stopping", [](const LoopCore& core) { return core.scheduler.stopping(); },
+              [](LoopCore& core, bool stopping) { core.scheduler.set_stopping(stopping); })
+          .def_property(
+              "_debug", [](const LoopCore& core) { return core.debug; },
+              [](LoopCore& core, py::handle enabled) { core.debug = PyObject_IsTrue(enabled.ptr()) == 1; })
+          .def_property(
+              "_thread_id", [](const LoopCore& core) { return core.thread_id; },
+              [](LoopCore& core, std::optional<unsigned long> id) { core.thread_id = id; });
   add_scheduling_methods(cls);
   add_fd_methods(cls);
   add_sock_methods(cls);

@@ -1,16 +1,13 @@
 // The extension module turboloop._turboloop: creates the module and registers each area.
-#include "binding/common.hpp"
-#include "binding/datagram_core.hpp"
-
 #include <system_error>
 
+#include "binding/common.hpp"
+#include "binding/datagram_core.hpp"
 #include "core/uv_loop.hpp"
 
 namespace turboloop::binding {
 
-py::object support(const char* name) {
-  return py::module_::import("turboloop._support").attr(name);
-}
+py::object support(const char* name) { return py::module_::import("turboloop._support").attr(name); }
 
 }  // namespace turboloop::binding
 

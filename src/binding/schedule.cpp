@@ -33,8 +33,7 @@ PyObject* create_future(PyObject* self, PyObject*) {
 namespace {
 
 // Reads the keyword arguments: only `context` is accepted.
-bool parse_context(const char* method, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames,
-                   PyObject** context) {
+bool parse_context(const char* method, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, PyObject** context) {
   *context = Py_None;
   if (kwnames == nullptr) return true;
   for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); ++i) {
@@ -113,8 +112,8 @@ PyObject* schedule_timer(PyObject* self, LoopCore* core, double when, PyObject* 
 // call_soon and call_soon_threadsafe: the same checks (asyncio skips the thread check for the
 // thread-safe one), then `enqueue(core, handle)`.
 template <typename Enqueue>
-PyObject* schedule_soon(const char* method, bool check_thread, PyObject* self, PyObject* const* args,
-                        Py_ssize_t nargs, PyObject* kwnames, Enqueue&& enqueue) {
+PyObject* schedule_soon(const char* method, bool check_thread, PyObject* self, PyObject* const* args, Py_ssize_t nargs,
+                        PyObject* kwnames, Enqueue&& enqueue) {
   PyObject* context;
   if (!parse_context(method, args, nargs, kwnames, &context)) return nullptr;
   if (!require_positional(method, nargs, {"callback"})) return nullptr;
@@ -130,12 +129,11 @@ PyObject* call_soon(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyO
 }
 
 PyObject* call_soon_threadsafe(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
-  return schedule_soon("call_soon_threadsafe", false, self, args, nargs, kwnames,
-                       [](LoopCore* core, HandleRef handle) {
-                         // Debug mode ran Python code above, during which another thread may
-                         // have closed the loop.
-                         if (core->scheduler.call_soon_threadsafe(std::move(handle)) && core->uv) core->uv->wake();
-                       });
+  return schedule_soon("call_soon_threadsafe", false, self, args, nargs, kwnames, [](LoopCore* core, HandleRef handle) {
+    // Debug mode ran Python code above, during which another thread may
+    // have closed the loop.
+    if (core->scheduler.call_soon_threadsafe(std::move(handle)) && core->uv) core->uv->wake();
+  });
 }
 
 PyObject* call_at(PyObject* self, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
@@ -191,16 +189,14 @@ PyObject* get_debug(PyObject* self, PyObject*) {
 PyMethodDef scheduling_methods[] = {
     {"get_debug", get_debug, METH_NOARGS, "Return the debug mode of the loop."},
     {"create_future", create_future, METH_NOARGS, "Create a Future object attached to the loop."},
-    {"call_soon", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(call_soon)),
-     METH_FASTCALL | METH_KEYWORDS,
+    {"call_soon", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(call_soon)), METH_FASTCALL | METH_KEYWORDS,
      "call_soon($self, callback, *args, context=None)\n--\n\n"
      "Arrange for callback(*args) to be called soon, in FIFO order. Returns a Handle."},
     {"call_later", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(call_later)),
      METH_FASTCALL | METH_KEYWORDS,
      "call_later($self, delay, callback, *args, context=None)\n--\n\n"
      "Arrange for callback(*args) to be called after `delay` seconds. Returns a TimerHandle."},
-    {"call_at", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(call_at)),
-     METH_FASTCALL | METH_KEYWORDS,
+    {"call_at", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(call_at)), METH_FASTCALL | METH_KEYWORDS,
      "call_at($self, when, callback, *args, context=None)\n--\n\n"
      "Like call_later(), but at the absolute loop time `when`. Returns a TimerHandle."},
     {"call_soon_threadsafe", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(call_soon_threadsafe)),

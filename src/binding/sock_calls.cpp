@@ -29,16 +29,15 @@ enum class Kind : char { kRecv, kRecvInto, kSendall };
 enum class State : char { kCreated, kWaiting, kDelegating, kFinished };
 
 struct SockCall {
-  PyObject_HEAD
-  PyObject* loop;      // the Python loop
-  PyObject* sock;      // the socket.socket
-  PyObject* arg;       // recv: the size (an int); recv_into: the buffer; sendall: the data
-  PyObject* future;    // kWaiting: what the task waits on
-  PyObject* handle;    // kWaiting: the reader or writer Handle, until it stops
-  PyObject* delegate;  // kDelegating: asyncio's coroutine, which does the work instead
-  Py_buffer view;      // sendall, kWaiting: the data
-  Py_ssize_t size;     // recv: the most to read
-  Py_ssize_t sent;     // sendall: bytes sent so far
+  PyObject_HEAD PyObject* loop;  // the Python loop
+  PyObject* sock;                // the socket.socket
+  PyObject* arg;                 // recv: the size (an int); recv_into: the buffer; sendall: the data
+  PyObject* future;              // kWaiting: what the task waits on
+  PyObject* handle;              // kWaiting: the reader or writer Handle, until it stops
+  PyObject* delegate;            // kDelegating: asyncio's coroutine, which does the work instead
+  Py_buffer view;                // sendall, kWaiting: the data
+  Py_ssize_t size;               // recv: the most to read
+  Py_ssize_t sent;               // sendall: bytes sent so far
   int fd;
   Kind kind;
   State state;
@@ -55,8 +54,7 @@ int future_done(PyObject* future) {
 
 // asyncio's own methods, for what the native path leaves to them.
 PyObject* asyncio_method(Kind kind) {
-  static PyObject* const cls = py::object(py::module_::import("asyncio.selector_events")
-                                               .attr("BaseSelectorEventLoop"))
+  static PyObject* const cls = py::object(py::module_::import("asyncio.selector_events").attr("BaseSelectorEventLoop"))
                                    .release()
                                    .ptr();  // never released
   static PyObject* const recv = PyObject_GetAttrString(cls, "sock_recv");
@@ -208,7 +206,8 @@ PyObject* ready(PyObject* object, PyObject*, PyObject*) {
     if (result == nullptr && error == EAGAIN) Py_RETURN_NONE;  // try again next time
   } else {
     const auto* bytes = static_cast<const char*>(self->view.buf);
-    const ssize_t sent = core::send_some(self->fd, bytes + self->sent, static_cast<std::size_t>(self->view.len - self->sent));
+    const ssize_t sent =
+        core::send_some(self->fd, bytes + self->sent, static_cast<std::size_t>(self->view.len - self->sent));
     if (sent < 0) {
       errno = static_cast<int>(-sent);
       PyErr_SetFromErrno(PyExc_OSError);
@@ -247,8 +246,8 @@ PySendResult wait(SockCall* self, LoopCore* core, PyObject** out) {
   const py::tuple no_args;
   try {
     core->check_closed();
-    Handle* handle = new_handle(&HandleType, reinterpret_cast<PyObject*>(self), no_args.ptr(), Py_None, self->loop,
-                                core, 0.0);
+    Handle* handle =
+        new_handle(&HandleType, reinterpret_cast<PyObject*>(self), no_args.ptr(), Py_None, self->loop, core, 0.0);
     if (handle == nullptr) throw py::error_already_set();
     HandleRef callback(handle);
     self->handle = Py_NewRef(reinterpret_cast<PyObject*>(handle));
@@ -578,8 +577,7 @@ PyObject* sock_sendall(PyObject* self, PyObject* const* args, Py_ssize_t nargs, 
 }
 
 PyMethodDef loop_methods[] = {
-    {"sock_recv", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(sock_recv)),
-     METH_FASTCALL | METH_KEYWORDS,
+    {"sock_recv", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(sock_recv)), METH_FASTCALL | METH_KEYWORDS,
      "sock_recv($self, sock, n)\n--\n\n"
      "Receive up to n bytes from the non-blocking socket sock (a coroutine)."},
     {"sock_recv_into", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(sock_recv_into)),

@@ -18,16 +18,15 @@ using core::FdWatchers;
 // One pending sock_sendfile(): the writer the loop runs when the socket is writable, and the
 // future's done callback.
 struct SockSendfile {
-  PyObject_HEAD
-  PyObject* loop;    // the Python loop
+  PyObject_HEAD PyObject* loop;  // the Python loop
   PyObject* future;
   PyObject* sock;    // the socket object, registered with the writer
   PyObject* handle;  // the writer Handle while registered, else nullptr
   int fd;
   int file;
-  off_t offset;          // where the next byte comes from
-  long long count;       // 0: until the end of the file
-  long long blocksize;   // the most one sendfile(2) is asked for
+  off_t offset;         // where the next byte comes from
+  long long count;      // 0: until the end of the file
+  long long blocksize;  // the most one sendfile(2) is asked for
   long long total_sent;
 };
 
@@ -87,8 +86,8 @@ int sock_sendfile_register(SockSendfile* self) {
     auto& core = loop.cast<LoopCore&>();
     core.check_closed();
     const py::tuple no_args;
-    Handle* handle = new_handle(&HandleType, reinterpret_cast<PyObject*>(self), no_args.ptr(), Py_None, self->loop,
-                                &core, 0.0);
+    Handle* handle =
+        new_handle(&HandleType, reinterpret_cast<PyObject*>(self), no_args.ptr(), Py_None, self->loop, &core, 0.0);
     if (handle == nullptr) throw py::error_already_set();
     HandleRef writer(handle);
     self->handle = Py_NewRef(reinterpret_cast<PyObject*>(handle));
@@ -115,10 +114,11 @@ int sock_sendfile_step(SockSendfile* self, bool from_writer) {
     }
     off_t offset = self->offset;
     ssize_t sent;
-    Py_BEGIN_ALLOW_THREADS
-    sent = core::send_file(self->fd, self->file, &offset, static_cast<std::size_t>(self->blocksize));
-    Py_END_ALLOW_THREADS
-    if (sent == -EAGAIN) return sock_sendfile_register(self) < 0 ? sock_sendfile_finish(self, nullptr) : 0;
+    Py_BEGIN_ALLOW_THREADS sent =
+        core::send_file(self->fd, self->file, &offset, static_cast<std::size_t>(self->blocksize));
+    Py_END_ALLOW_THREADS if (sent == -EAGAIN) return sock_sendfile_register(self) < 0
+        ? sock_sendfile_finish(self, nullptr)
+        : 0;
     if (sent < 0) {
       const int error = static_cast<int>(-sent);
       // asyncio seeks before it reports the error.
@@ -131,10 +131,8 @@ int sock_sendfile_step(SockSendfile* self, bool from_writer) {
       }
       if (self->total_sent == 0) {
         // Most likely not a regular file: asyncio's caller falls back on plain sends.
-        static PyObject* const not_available = py::object(py::module_::import("asyncio.exceptions")
-                                                              .attr("SendfileNotAvailableError"))
-                                                   .release()
-                                                   .ptr();
+        static PyObject* const not_available =
+            py::object(py::module_::import("asyncio.exceptions").attr("SendfileNotAvailableError")).release().ptr();
         PyErr_SetString(not_available, "os.sendfile call failed");
       } else if (from_writer && error == ENOTCONN) {
         // The connection closed in the middle: ConnectionError, as asyncio normalises it.

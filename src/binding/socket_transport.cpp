@@ -2,12 +2,12 @@
 // the bytes to the protocol, and writing through a native buffer. python/turboloop/_transport.py
 // holds the rest of the transport (asyncio's _SelectorSocketTransport behaviour); the cold paths
 // here (errors, EOF, flow control, close) call back into it.
+#include "binding/socket_transport.hpp"
+
 #include <algorithm>
 #include <cerrno>
 #include <string>
 #include <vector>
-
-#include "binding/socket_transport.hpp"
 
 #include "binding/common.hpp"
 #include "binding/loop.hpp"
@@ -66,17 +66,17 @@ class TransportCore {
   py::object protocol = py::none();
   py::object empty_waiter = py::none();  // a future while sendfile() waits for the buffer to drain
   bool buffered = false;                 // protocol is an asyncio.BufferedProtocol
-  int fd;  // -1 once detached
-  std::size_t max_read = kMaxRead;  // asyncio's max_size
-  long conn_lost = 0;  // connection_lost is scheduled once this is set
+  int fd;                                // -1 once detached
+  std::size_t max_read = kMaxRead;       // asyncio's max_size
+  long conn_lost = 0;                    // connection_lost is scheduled once this is set
   bool closing = false;
   bool eof = false;  // write_eof() was called
   WriteQueue buffer;
-  LoopCore* loop;  // the transport's loop when it is turboloop's; null once detached
-  std::size_t held = 0;  // bytes in the buffer held back until the running callback ends
-  bool holds_writes = false;  // a server's connection (see kMaxHeldBytes)
+  LoopCore* loop;              // the transport's loop when it is turboloop's; null once detached
+  std::size_t held = 0;        // bytes in the buffer held back until the running callback ends
+  bool holds_writes = false;   // a server's connection (see kMaxHeldBytes)
   std::size_t high_water = 0;  // the transport's high-water mark
-  bool draining = false;  // write_ready() runs, and its writer is still registered
+  bool draining = false;       // write_ready() runs, and its writer is still registered
 };
 
 namespace {
@@ -90,7 +90,6 @@ drain = getattr(transport, "_write_send", None) or transport._write_ready
 answer = any(i.opname == "STORE_ATTR" and i.argval == "_conn_lost" for i in dis.get_instructions(drain))
 )");
 }
-
 
 void fatal_error(TransportCore& self, const py::object& exc, const char* message) {
   self.transport.attr(interned<"_fatal_error">())(exc, message);
@@ -220,9 +219,9 @@ void write_non_contiguous(TransportCore& self, py::handle data, py::error_alread
 WriteQueue::Chunk kept(py::handle data, const Py_buffer& view, std::size_t sent) {
   if (PyBytes_Check(data.ptr()) || (keeps_written_objects && sent == 0))
     return {py::reinterpret_borrow<py::object>(data), sent};
-  PyObject* rest = keeps_written_objects
-                       ? PyMemoryView_FromObject(data.ptr())
-                       : PyBytes_FromStringAndSize(static_cast<const char*>(view.buf) + sent, view.len - static_cast<Py_ssize_t>(sent));
+  PyObject* rest = keeps_written_objects ? PyMemoryView_FromObject(data.ptr())
+                                         : PyBytes_FromStringAndSize(static_cast<const char*>(view.buf) + sent,
+                                                                     view.len - static_cast<Py_ssize_t>(sent));
   if (rest == nullptr) throw py::error_already_set();
   return {py::reinterpret_steal<py::object>(rest), keeps_written_objects ? sent : 0};
 }
@@ -240,11 +239,10 @@ void queue(TransportCore& self, py::handle data, const Py_buffer& view, std::siz
 
 // asyncio's _SelectorSocketTransport.write, for the data it refuses.
 PyObject* asyncio_write() {
-  static PyObject* const method = py::object(py::module_::import("asyncio.selector_events")
-                                                 .attr("_SelectorSocketTransport")
-                                                 .attr("write"))
-                                      .release()
-                                      .ptr();
+  static PyObject* const method =
+      py::object(py::module_::import("asyncio.selector_events").attr("_SelectorSocketTransport").attr("write"))
+          .release()
+          .ptr();
   return method;
 }
 
@@ -530,50 +528,52 @@ void send_held_writes(std::vector<HeldWrites>& held) {
 void register_socket_transport(py::module_& module) {
   asyncio_write();  // where an import error can be raised
   drained_close_counts_loss = asyncio_drained_close_counts_loss();
-  keeps_written_objects = !py::hasattr(
-      py::module_::import("asyncio.selector_events").attr("_SelectorSocketTransport"), "_buffer_factory");
-  auto cls = py::class_<TransportCore>(module, "TransportCore", py::custom_type_setup([](PyHeapTypeObject* heap_type) {
-                              auto* type = &heap_type->ht_type;
-                              type->tp_flags |= Py_TPFLAGS_HAVE_GC;
-                              type->tp_traverse = traverse;
-                              type->tp_clear = clear;
-                            }))
-      .def(py::init<py::object, py::object>())
-      .def("write_ready", &write_ready, "Send what is buffered, once the socket can take it.")
-      .def("set_protocol",
-           [](TransportCore& core, py::object protocol, bool buffered) {
-             core.protocol = std::move(protocol);
-             core.buffered = buffered;
-           })
-      .def("clear_buffer", [](TransportCore& core) { core.buffer.clear(); })
-      .def("send_held", &send_held,
-           "Send the writes held back until the running callback ends, before anything looks at the "
-           "transport's state.")
-      .def_readwrite("holds_writes", &TransportCore::holds_writes,
-                     "Whether a callback's small writes are held back until it ends (a server's connection).")
-      .def_readwrite("high_water", &TransportCore::high_water,
-                     "The transport's high-water mark, which bounds the bytes held back.")
-      .def(
-          "detach",
-          [](TransportCore& core) {
-            core.fd = -1;
-            core.sock = py::none();
-            core.loop = nullptr;
-            // No cycle left with the transport (which holds this core): a closed transport is
-            // freed at once, as asyncio's, also with the garbage collector off.
-            core.transport = py::none();
-          },
-          "Forget the socket and the transport once the transport closed it: no read or write "
-          "reaches the socket's number again.")
-      .def_readwrite("max_read", &TransportCore::max_read)
-      .def_property_readonly("buffer_size", [](const TransportCore& core) { return core.buffer.size(); })
-      .def_property_readonly("buffered", [](const TransportCore& core) { return !core.buffer.empty(); })
-      .def_readwrite("conn_lost", &TransportCore::conn_lost)
-      .def_readwrite("closing", &TransportCore::closing)
-      .def_readwrite("eof", &TransportCore::eof)
-      .def_readwrite("empty_waiter", &TransportCore::empty_waiter);
+  keeps_written_objects =
+      !py::hasattr(py::module_::import("asyncio.selector_events").attr("_SelectorSocketTransport"), "_buffer_factory");
+  auto cls =
+      py::class_<TransportCore>(module, "TransportCore", py::custom_type_setup([](PyHeapTypeObject* heap_type) {
+                                  auto* type = &heap_type->ht_type;
+                                  type->tp_flags |= Py_TPFLAGS_HAVE_GC;
+                                  type->tp_traverse = traverse;
+                                  type->tp_clear = clear;
+                                }))
+          .def(py::init<py::object, py::object>())
+          .def("write_ready", &write_ready, "Send what is buffered, once the socket can take it.")
+          .def("set_protocol",
+               [](TransportCore& core, py::object protocol, bool buffered) {
+                 core.protocol = std::move(protocol);
+                 core.buffered = buffered;
+               })
+          .def("clear_buffer", [](TransportCore& core) { core.buffer.clear(); })
+          .def("send_held", &send_held,
+               "Send the writes held back until the running callback ends, before anything looks at the "
+               "transport's state.")
+          .def_readwrite("holds_writes", &TransportCore::holds_writes,
+                         "Whether a callback's small writes are held back until it ends (a server's connection).")
+          .def_readwrite("high_water", &TransportCore::high_water,
+                         "The transport's high-water mark, which bounds the bytes held back.")
+          .def(
+              "detach",
+              [](TransportCore& core) {
+                core.fd = -1;
+                core.sock = py::none();
+                core.loop = nullptr;
+                // No cycle left with the transport (which holds this core): a closed transport is
+                // freed at once, as asyncio's, also with the garbage collector off.
+                core.transport = py::none();
+              },
+              "Forget the socket and the transport once the transport closed it: no read or write "
+              "reaches the socket's number again.")
+          .def_readwrite("max_read", &TransportCore::max_read)
+          .def_property_readonly("buffer_size", [](const TransportCore& core) { return core.buffer.size(); })
+          .def_property_readonly("buffered", [](const TransportCore& core) { return !core.buffer.empty(); })
+          .def_readwrite("conn_lost", &TransportCore::conn_lost)
+          .def_readwrite("closing", &TransportCore::closing)
+          .def_readwrite("eof", &TransportCore::eof)
+          .def_readwrite("empty_waiter", &TransportCore::empty_waiter);
   for (PyMethodDef& method : hot_methods) {
-    auto descriptor = py::reinterpret_steal<py::object>(PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(cls.ptr()), &method));
+    auto descriptor =
+        py::reinterpret_steal<py::object>(PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(cls.ptr()), &method));
     if (!descriptor) throw py::error_already_set();
     cls.attr(method.ml_name) = descriptor;
   }

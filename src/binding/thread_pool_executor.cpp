@@ -6,8 +6,6 @@
 // to run one. Two kinds of job: a concurrent.futures work item (submit), and a call whose result
 // goes straight to an asyncio future on its loop (run_in_executor), through the loop's thread-safe
 // queue, with no concurrent.futures.Future in between.
-#include "binding/common.hpp"
-
 #include <pybind11/stl.h>
 
 #include <algorithm>
@@ -20,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "binding/common.hpp"
 #include "binding/executor_future.hpp"
 #include "core/thread_pool.hpp"
 
@@ -314,8 +313,8 @@ class PoolCore {
  public:
   // `launch(body)` starts a thread running body(); `start(worker_number)` runs first on each
   // worker (the initializer) and returns False when it failed, after which `failed()` runs.
-  PoolCore(std::size_t max_workers, std::size_t min_workers, double idle_timeout, py::object launch,
-           py::object start, py::object failed) {
+  PoolCore(std::size_t max_workers, std::size_t min_workers, double idle_timeout, py::object launch, py::object start,
+           py::object failed) {
     auto hooks = std::make_shared<GilObjects>();
     hooks->objects = {std::move(launch), std::move(start), std::move(failed)};
     core::ThreadPool::Options options;
@@ -417,7 +416,8 @@ class PoolCore {
  private:
   void check_open() const {
     if (!broken.empty()) {
-      static py::handle broken_pool = py::object(py::module_::import("concurrent.futures.thread").attr("BrokenThreadPool")).release();
+      static py::handle broken_pool =
+          py::object(py::module_::import("concurrent.futures.thread").attr("BrokenThreadPool")).release();
       PyErr_SetObject(broken_pool.ptr(), py::str(broken).ptr());
       throw py::error_already_set();
     }

@@ -8,8 +8,8 @@ void LoopWatchdog::start(unsigned long thread_ident) {
   thread_ident_ = thread_ident;
   watching_since_ = core::monotonic_ns();
   if (!capture_stack_) capture_stack_ = py::module_::import("turboloop._watchdog").attr("capture_stack");
-  watchdog_ = std::make_unique<core::Watchdog>(metrics_, threshold_seconds_,
-                                               [this](std::int64_t since) { capture(since); });
+  watchdog_ =
+      std::make_unique<core::Watchdog>(metrics_, threshold_seconds_, [this](std::int64_t since) { capture(since); });
 }
 
 void LoopWatchdog::stop() {
@@ -45,7 +45,7 @@ void LoopWatchdog::busy_period_ended(py::handle loop, const core::BusyPeriod& pe
   const double seconds = static_cast<double>(period.ns) * 1e-9;
   if (!watchdog_ || period.since < watching_since_ || seconds < threshold_seconds_) return;
   loop.attr(interned<"_report_stall">())(seconds, threshold_seconds_, handle ? handle : py::none(),
-                             captured && stack ? stack : py::none());
+                                         captured && stack ? stack : py::none());
 }
 
 }  // namespace turboloop::binding

@@ -20,8 +20,8 @@ namespace turboloop::core {
 
 class FdWatchers {
  public:
-  static constexpr unsigned kReadable = 1;  // as selectors.EVENT_READ
-  static constexpr unsigned kWritable = 2;  // as selectors.EVENT_WRITE
+  static constexpr unsigned kReadable = 1;        // as selectors.EVENT_READ
+  static constexpr unsigned kWritable = 2;        // as selectors.EVENT_WRITE
   static constexpr std::size_t kMaxReady = 1024;  // as libuv's own poll
 
   explicit FdWatchers(uv_loop_t* loop);

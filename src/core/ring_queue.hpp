@@ -43,8 +43,7 @@ class RingQueue {
   // The capacity stays a power of two so that wrapping is a mask.
   void grow() {
     std::vector<T> bigger(slots_.empty() ? 64 : slots_.size() * 2);
-    for (std::size_t i = 0; i < size_; ++i)
-      bigger[i] = std::move(slots_[(head_ + i) & (slots_.size() - 1)]);
+    for (std::size_t i = 0; i < size_; ++i) bigger[i] = std::move(slots_[(head_ + i) & (slots_.size() - 1)]);
     slots_ = std::move(bigger);
     head_ = 0;
   }

@@ -123,8 +123,7 @@ class Scheduler {
     const std::size_t count = timers_.size();
     if (count > kMinTimersToCompact &&
         static_cast<double>(cancelled_timers_) / static_cast<double>(count) > kMaxCancelledFraction) {
-      timers_.remove_if([](const T& item) { return item.cancelled(); },
-                        [](T& item) { item.set_scheduled(false); });
+      timers_.remove_if([](const T& item) { return item.cancelled(); }, [](T& item) { item.set_scheduled(false); });
       cancelled_timers_ = 0;
       return;
     }

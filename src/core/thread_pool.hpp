@@ -52,13 +52,13 @@ class ThreadPool {
   };
 
   struct Stats {
-    std::size_t workers;  // worker loops running
-    std::size_t idle;     // workers waiting for a job
-    std::size_t queued;   // jobs not yet started
-    std::size_t started;  // workers ever started
-    std::uint64_t jobs_started;         // jobs a worker has taken from the queue
-    double total_wait_seconds;          // their time in the queue, summed
-    double longest_wait_seconds;        // the longest of those
+    std::size_t workers;          // worker loops running
+    std::size_t idle;             // workers waiting for a job
+    std::size_t queued;           // jobs not yet started
+    std::size_t started;          // workers ever started
+    std::uint64_t jobs_started;   // jobs a worker has taken from the queue
+    double total_wait_seconds;    // their time in the queue, summed
+    double longest_wait_seconds;  // the longest of those
   };
 
   explicit ThreadPool(Options options);

@@ -5,7 +5,6 @@
 
 #include <uv.h>
 
-
 namespace turboloop::core {
 
 class UvLoop {
