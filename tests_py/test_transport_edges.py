@@ -517,40 +517,29 @@ def test_small_writes_then_close_abort_or_write_eof_in_the_same_callback(loop, e
     run(loop, main())
 
 
-def test_small_writes_before_the_loop_stops_reach_the_peer_when_run_forever_returns(loop):
-    """Writes in the callback that stops the loop are sent by the time run_forever() returns."""
+@pytest.mark.parametrize("ending", ["stop", "KeyboardInterrupt"])
+def test_small_writes_in_the_last_callback_reach_the_peer_when_run_forever_ends(loop, ending):
+    """Writes in the callback that stops the loop, or that raises KeyboardInterrupt out of it,
+    are sent by the time run_forever() returns or raises, as they were at once on asyncio."""
     transport, proto, peer = loop.run_until_complete(served_transport(loop))
     try:
         def callback():
             transport.write(b"last ")
             transport.write(b"words")
-            loop.stop()
+            if ending == "stop":
+                loop.stop()
+            else:
+                raise KeyboardInterrupt
 
         loop.call_soon(callback)
-        loop.run_forever()
+        if ending == "stop":
+            loop.run_forever()
+        else:
+            with pytest.raises(KeyboardInterrupt):
+                loop.run_forever()
         peer.setblocking(True)
         peer.settimeout(5)
         assert peer.recv(100) == b"last words"
-    finally:
-        loop.run_until_complete(close_transport(transport, proto, peer))
-
-
-def test_small_writes_before_a_keyboard_interrupt_reach_the_peer(loop):
-    """A callback that writes and then raises KeyboardInterrupt out of the loop: what it wrote
-    is sent, as it was at once on asyncio's loop."""
-    transport, proto, peer = loop.run_until_complete(served_transport(loop))
-    try:
-        def callback():
-            transport.write(b"before ")
-            transport.write(b"the interrupt")
-            raise KeyboardInterrupt
-
-        loop.call_soon(callback)
-        with pytest.raises(KeyboardInterrupt):
-            loop.run_forever()
-        peer.setblocking(True)
-        peer.settimeout(5)
-        assert peer.recv(100) == b"before the interrupt"
     finally:
         loop.run_until_complete(close_transport(transport, proto, peer))
 
