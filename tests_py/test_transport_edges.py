@@ -579,6 +579,46 @@ def test_resume_writing_that_writes_while_the_buffer_drains(loop, loop_name, the
     run(loop, main())
 
 
+@pytest.mark.parametrize("ending", ["close", "write_eof"])
+def test_small_write_to_a_reset_peer_then_close_or_write_eof_loses_the_connection_once(loop, ending):
+    """A server's write() to a client that reset the connection, then close() or write_eof() in
+    the same callback: one connection_lost(), with the send's error, as on asyncio, whose write()
+    met the reset at once."""
+
+    class Counting(Recorder):
+        losses = 0
+
+        def connection_lost(self, exc):
+            self.losses += 1
+            if not self.lost.done():
+                super().connection_lost(exc)
+
+    handled = []
+    loop.set_exception_handler(lambda lp, ctx: handled.append(ctx))
+
+    async def main():
+        transport, proto, peer = await served_transport(loop, lambda: Counting(loop))
+        try:
+            transport.pause_reading()  # only the write can find the reset
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            peer.close()  # an RST to the server's side
+            await asyncio.sleep(0.05)
+
+            def callback():
+                transport.write(b"lost")
+                getattr(transport, ending)()
+
+            loop.call_soon(callback)
+            assert isinstance(await asyncio.wait_for(asyncio.shield(proto.lost), 5), OSError)
+            await asyncio.sleep(0.05)
+            assert proto.losses == 1
+        finally:
+            await close_transport(transport, proto, peer)
+
+    run(loop, main())
+    assert handled == []  # the send's OSError is not reported; nothing else went wrong
+
+
 def test_a_client_connection_sends_at_once_for_a_peer_the_callback_reads(loop):
     """A connection the program made (not a server's) sends a small write at once: the same
     callback can read it from the peer synchronously, as on asyncio."""

@@ -229,6 +229,8 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         if self._core.closing or self._core.eof:
             return
         self._core.send_held()
+        if self._core.closing:  # sending them failed, which closed the transport
+            return
         self._core.eof = True
         if not self._core.buffered:
             self._sock.shutdown(socket.SHUT_WR)  # type: ignore[union-attr]
@@ -258,6 +260,8 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         if self._core.closing:
             return
         self._core.send_held()
+        if self._core.closing:  # sending them failed, which closed the transport
+            return
         self._core.closing = True
         self._loop._remove_reader(self._sock_fd)
         if not self._core.buffered:
