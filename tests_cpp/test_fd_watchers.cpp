@@ -11,20 +11,12 @@
 #include "catch.hpp"
 #include "core/fd_watchers.hpp"
 #include "core/uv_loop.hpp"
+#include "socket_pair.hpp"
 
 using turboloop::core::FdWatchers;
 using turboloop::core::UvLoop;
 
 namespace {
-
-struct SocketPair {
-  int fds[2];
-  SocketPair() { REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds) == 0); }
-  ~SocketPair() {
-    for (int fd : fds)
-      if (fd >= 0) close(fd);
-  }
-};
 
 // Polls once (without blocking unless told) and returns what is ready, by descriptor.
 std::map<int, unsigned> poll_ready(FdWatchers& watchers, double timeout = 0.0) {

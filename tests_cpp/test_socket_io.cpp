@@ -1,6 +1,5 @@
 // send_pieces(): one sendmsg() of many pieces, in order; a full socket gives 0, a closed peer
 // -EPIPE (never SIGPIPE).
-#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -9,20 +8,12 @@
 
 #include "catch.hpp"
 #include "core/socket_io.hpp"
+#include "socket_pair.hpp"
 
 using turboloop::core::receive;
 using turboloop::core::send_pieces;
 
 namespace {
-
-struct SocketPair {
-  int fds[2];
-  SocketPair() { REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds) == 0); }
-  ~SocketPair() {
-    for (int fd : fds)
-      if (fd >= 0) close(fd);
-  }
-};
 
 iovec piece(const std::string& text) { return {const_cast<char*>(text.data()), text.size()}; }
 
